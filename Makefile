@@ -1,0 +1,147 @@
+# The project's one entry point. `make demo` and `make test` are all a new
+# machine needs: both install what they use through `make deps`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+
+ROOT   := $(abspath .)
+CACHE  := $(ROOT)/.cache
+BIN    := $(CACHE)/bin
+GOARCH := $(shell go env GOARCH)
+export GOFLAGS := -buildvcs=false
+
+# Pinned versions live in the tools modules' go.mod files; the build cache is
+# keyed by them, so a bump rebuilds and nothing else does.
+KUBE_VERSION    := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' tools/kube/go.mod)
+COREDNS_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/coredns/coredns" {print $$3}' tools/coredns/go.mod)
+KUBE_BIN        := $(CACHE)/kube/$(KUBE_VERSION)/bin
+COREDNS_BIN     := $(CACHE)/coredns/$(COREDNS_VERSION)/coredns
+STATICCHECK     := $(CACHE)/lint/staticcheck
+KUBECTL         := $(KUBE_BIN)/kubectl
+
+# Images: referenced by these names in the cluster and, later, the charts.
+HUB           ?= localhost/mesh
+TAG           ?= dev
+IMAGES_DIR    := $(CACHE)/images
+PAUSE_IMAGE   := $(HUB)/pause:$(TAG)
+COREDNS_IMAGE := $(HUB)/coredns:$(COREDNS_VERSION)
+ECHO_IMAGE    := $(HUB)/echo:$(TAG)
+
+# The local cluster.
+NODES         ?= 2
+CLUSTER_STATE := $(CACHE)/cluster
+KUBECONFIG_LOCAL := $(CLUSTER_STATE)/admin.kubeconfig
+export NODES CLUSTER_STATE KUBE_BIN IMAGES_DIR PAUSE_IMAGE COREDNS_IMAGE ECHO_IMAGE KUBECTL HUB TAG
+
+DEBIAN_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack \
+	nftables iproute2 util-linux mount kmod procps tcpdump socat ethtool
+
+KUBE_TOOLS_LDFLAGS := -s -w \
+	-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=$(word 1,$(subst ., ,$(patsubst v%,%,$(KUBE_VERSION)))) \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION))) \
+	-X k8s.io/component-base/version.gitTreeState=clean \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/client-go/pkg/version.gitMajor=$(word 1,$(subst ., ,$(patsubst v%,%,$(KUBE_VERSION)))) \
+	-X k8s.io/client-go/pkg/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION)))
+
+# Static binaries for images: no libc, so any base (or none) will do.
+STATIC := CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags=-s
+
+.PHONY: deps deps-debian build test unit e2e bench generate lint images cluster-up cluster-down demo clean
+
+## deps: install every Debian package and Go-built tool the project needs (idempotent)
+deps: deps-debian $(KUBE_BIN)/.built $(COREDNS_BIN) $(STATICCHECK)
+
+deps-debian:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing Debian packages:$$missing"; \
+		apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(KUBE_BIN)/.built: tools/kube/go.mod tools/kube/go.sum
+	@echo "deps: building Kubernetes $(KUBE_VERSION) (about 8 minutes on 2 cores the first time)"
+	@mkdir -p $(KUBE_BIN)
+	cd tools/kube && go build -trimpath -ldflags="$(KUBE_TOOLS_LDFLAGS)" -o $(KUBE_BIN)/ tool
+	@touch $@
+
+$(COREDNS_BIN): tools/coredns/go.mod tools/coredns/go.sum
+	@echo "deps: building CoreDNS $(COREDNS_VERSION)"
+	cd tools/coredns && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o $@ github.com/coredns/coredns
+
+$(STATICCHECK): tools/lint/go.mod tools/lint/go.sum
+	cd tools/lint && go build -o $@ honnef.co/go/tools/cmd/staticcheck
+
+## build: compile every package and the project's commands
+build:
+	go build ./...
+	@mkdir -p $(BIN)
+	go build -o $(BIN)/cluster ./tests/cluster/cmd/cluster
+	go build -o $(BIN)/imagebuild ./tools/imagebuild
+	$(STATIC) -o $(BIN)/linux/echo ./tests/apps/echo
+	$(STATIC) -o $(BIN)/linux/pause ./tests/cluster/pause
+
+## images: OCI image archives of the project's binaries and test apps
+images: build $(COREDNS_BIN)
+	$(BIN)/imagebuild -o $(IMAGES_DIR)/pause.tar -ref $(PAUSE_IMAGE) \
+		-add $(BIN)/linux/pause:/pause -entrypoint /pause
+	$(BIN)/imagebuild -o $(IMAGES_DIR)/coredns.tar -ref $(COREDNS_IMAGE) \
+		-add $(COREDNS_BIN):/coredns -entrypoint /coredns
+	$(BIN)/imagebuild -o $(IMAGES_DIR)/echo.tar -ref $(ECHO_IMAGE) \
+		-add $(BIN)/linux/echo:/usr/local/bin/echo -entrypoint /usr/local/bin/echo
+
+## lint: go vet, staticcheck and gofmt
+lint: $(STATICCHECK)
+	go vet ./...
+	go vet -tags e2e ./tests/...
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags e2e ./tests/...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## generate: regenerate generated code
+generate:
+	go generate ./...
+
+## unit: unit tests, with the race detector
+unit:
+	go test -race -count=1 ./...
+
+## e2e: end-to-end tests on the local cluster (brought up, and down again, if not already running)
+e2e: deps build images
+	@if $(BIN)/cluster status >/dev/null 2>&1; then reuse=1; $(BIN)/cluster load-images; else reuse=0; fi; \
+	rc=0; $(BIN)/cluster up || rc=$$?; \
+	if [ $$rc -eq 0 ]; then \
+		KUBECONFIG=$(KUBECONFIG_LOCAL) go test -tags e2e -count=1 -timeout 30m -v ./tests/e2e/... || rc=$$?; \
+	fi; \
+	if [ $$reuse -eq 0 ]; then $(BIN)/cluster down || rc=$$((rc ? rc : 1)); fi; \
+	exit $$rc
+
+## test: everything CI runs
+test: deps lint unit e2e
+
+## bench: benchmarks
+bench:
+	go test -run '^$$' -bench . -benchmem ./...
+
+## cluster-up: bring the local cluster up (idempotent) and show its nodes
+cluster-up: deps build images
+	$(BIN)/cluster up
+	@$(KUBECTL) --kubeconfig $(KUBECONFIG_LOCAL) get nodes -o wide
+	@echo "export KUBECONFIG=$(KUBECONFIG_LOCAL)"
+
+## cluster-down: stop the local cluster and remove all its state
+cluster-down:
+	@if [ -x $(BIN)/cluster ]; then $(BIN)/cluster down; else go run ./tests/cluster/cmd/cluster down; fi
+
+## demo: the main job: local cluster, sample app, traffic shown
+demo: cluster-up
+	KUBECONFIG=$(KUBECONFIG_LOCAL) go run -tags e2e ./tests/demo
+
+clean: cluster-down
+	rm -rf $(BIN) $(IMAGES_DIR)

@@ -1,0 +1,243 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Down stops everything Up started and removes the cluster's state: no
+// process, mount, network namespace, link or cgroup of the cluster is left.
+// It works from whatever is on the machine, so it also cleans up after a
+// half-finished Up or a crashed harness.
+func (c *Config) Down() error {
+	var errs []error
+	for _, n := range c.nodesOnMachine() {
+		c.progress("%s: stopping", n.Name)
+		if err := c.downNode(n); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
+		}
+	}
+	c.progress("control plane: stopping")
+	for _, d := range []*daemon{c.scheduler(), c.controllerManager(), c.apiserver(), c.etcd()} {
+		d.stop(10 * time.Second)
+	}
+	if linkExists("", UnderlayBridge) {
+		if err := run("ip", "link", "del", UnderlayBridge); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	saved := filepath.Join(c.StateDir, "host-ip-forward")
+	if orig, err := os.ReadFile(saved); err == nil {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", orig, 0o644); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if isMountPoint(c.nsDir()) {
+		if err := unix.Unmount(c.nsDir(), unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", c.nsDir(), err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// Never delete through a mount that is still there.
+	abs, _ := filepath.Abs(c.StateDir)
+	for _, m := range mountPoints() {
+		if strings.HasPrefix(m, abs+"/") {
+			return fmt.Errorf("%s is still mounted; not removing %s", m, c.StateDir)
+		}
+	}
+	if err := os.RemoveAll(c.StateDir); err != nil {
+		return err
+	}
+	c.progress("down")
+	return nil
+}
+
+// nodesOnMachine finds the nodes that exist, whatever Config.Nodes says now:
+// from their network namespaces, mount namespaces and state directories.
+func (c *Config) nodesOnMachine() []Node {
+	seen := map[int]bool{}
+	add := func(name string) {
+		if i, err := strconv.Atoi(strings.TrimPrefix(name, "node")); err == nil && strings.HasPrefix(name, "node") {
+			seen[i] = true
+		}
+	}
+	if entries, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), nodePrefix) {
+				add(strings.TrimPrefix(e.Name(), nodePrefix))
+			}
+		}
+	}
+	if entries, err := os.ReadDir(filepath.Join(c.StateDir, "nodes")); err == nil {
+		for _, e := range entries {
+			add(e.Name())
+		}
+	}
+	for _, ctrl := range cgroupControllers() {
+		if entries, err := os.ReadDir(ctrl); err == nil {
+			for _, e := range entries {
+				if e.IsDir() {
+					add(e.Name())
+				}
+			}
+		}
+		break
+	}
+	var idx []int
+	for i := range seen {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	cfg := *c
+	cfg.Nodes = 0
+	if len(idx) > 0 {
+		cfg.Nodes = idx[len(idx)-1]
+	}
+	var out []Node
+	for _, n := range cfg.NodeList() {
+		if seen[n.Index] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (c *Config) downNode(n Node) error {
+	// The kubelet first, so nothing restarts what is being stopped.
+	c.kubelet(n).stop(10 * time.Second)
+	c.kubeProxy(n).stop(5 * time.Second)
+	// Every container of the node lives in a cgroup under /<node>.
+	killCgroupTree(n.Name)
+	// containerd, its shims, and anything else left in the node's namespaces.
+	c.containerd(n).stop(5 * time.Second)
+	killNamespaceMembers(c.nodeMountNS(n), "mnt")
+	killNamespaceMembers(c.nodeNetNS(n), "net")
+	var errs []error
+	if err := removeCgroupTree(n.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if isMountPoint(c.nodeMountNS(n)) {
+		if err := unix.Unmount(c.nodeMountNS(n), unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", c.nodeMountNS(n), err))
+		}
+	}
+	if fileExists(c.nodeNetNS(n)) {
+		if err := run("ip", "netns", "del", c.nodeNetNSName(n)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if linkExists("", c.nodeNetNSName(n)) {
+		if err := run("ip", "link", "del", c.nodeNetNSName(n)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killCgroupTree kills every process in /<name> of every hierarchy, until
+// none is left or ten seconds pass.
+func killCgroupTree(name string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids := cgroupTreePIDs(name)
+		if len(pids) == 0 || time.Now().After(deadline) {
+			return
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func cgroupTreePIDs(name string) []int {
+	set := map[int]bool{}
+	for _, ctrl := range cgroupControllers() {
+		root := filepath.Join(ctrl, name)
+		_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
+				return nil
+			}
+			b, _ := os.ReadFile(path)
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					set[pid] = true
+				}
+			}
+			return nil
+		})
+	}
+	pids := make([]int, 0, len(set))
+	for p := range set {
+		pids = append(pids, p)
+	}
+	return pids
+}
+
+// removeCgroupTree removes /<name> and everything below it, deepest first.
+func removeCgroupTree(name string) error {
+	var errs []error
+	for _, ctrl := range cgroupControllers() {
+		root := filepath.Join(ctrl, name)
+		var dirs []string
+		_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, path)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			var err error
+			for try := 0; try < 50; try++ {
+				if err = os.Remove(dirs[i]); err == nil || errors.Is(err, os.ErrNotExist) {
+					err = nil
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("remove cgroup %s: %w", dirs[i], err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killNamespaceMembers kills every process whose namespace of the given
+// kind is the one bound at nsPath.
+func killNamespaceMembers(nsPath, kind string) {
+	var st unix.Stat_t
+	if err := unix.Stat(nsPath, &st); err != nil {
+		return
+	}
+	want := fmt.Sprintf("%s:[%d]", kind, st.Ino)
+	if !isMountPoint(nsPath) && kind == "mnt" {
+		return
+	}
+	self := os.Getpid()
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, kind)); err == nil && link == want {
+			pids = append(pids, pid)
+		}
+	}
+	for _, pid := range pids {
+		killAndWait(pid, 3*time.Second)
+	}
+}
