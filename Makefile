@@ -13,8 +13,9 @@ export GOFLAGS := -buildvcs=false
 
 # Pinned versions live in the tools modules' go.mod files; the build cache is
 # keyed by them, so a bump rebuilds and nothing else does.
-KUBE_VERSION    := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' tools/kube/go.mod)
-COREDNS_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/coredns/coredns" {print $$3}' tools/coredns/go.mod)
+modversion = $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "$(1)") {print $$(i+1); exit}}' $(2))
+KUBE_VERSION    := $(call modversion,k8s.io/kubernetes,tools/kube/go.mod)
+COREDNS_VERSION := $(call modversion,github.com/coredns/coredns,tools/coredns/go.mod)
 KUBE_BIN        := $(CACHE)/kube/$(KUBE_VERSION)/bin
 COREDNS_BIN     := $(CACHE)/coredns/$(COREDNS_VERSION)/coredns
 STATICCHECK     := $(CACHE)/lint/staticcheck

@@ -92,6 +92,10 @@ func (c *Config) pidDir() string      { return filepath.Join(c.StateDir, "pids")
 func (c *Config) nsDir() string       { return filepath.Join(c.StateDir, "ns") }
 func (c *Config) bin(n string) string { return filepath.Join(c.KubeBinDir, n) }
 
+func (c *Config) runNetnsMarker() string {
+	return filepath.Join(c.StateDir, "run-netns-mounted-by-cluster")
+}
+
 func (c *Config) nodeDir(n Node) string       { return filepath.Join(c.StateDir, "nodes", n.Name) }
 func (c *Config) nodeMountNS(n Node) string   { return filepath.Join(c.nsDir(), n.Name+".mnt") }
 func (c *Config) nodeNetNSName(n Node) string { return nodePrefix + n.Name }

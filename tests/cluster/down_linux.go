@@ -41,6 +41,13 @@ func (c *Config) Down() error {
 			errs = append(errs, err)
 		}
 	}
+	if fileExists(c.runNetnsMarker()) && isMountPoint("/run/netns") {
+		if entries, err := os.ReadDir("/run/netns"); err == nil && len(entries) == 0 {
+			if err := unix.Unmount("/run/netns", unix.MNT_DETACH); err != nil {
+				errs = append(errs, fmt.Errorf("unmount /run/netns: %w", err))
+			}
+		}
+	}
 	if isMountPoint(c.nsDir()) {
 		if err := unix.Unmount(c.nsDir(), unix.MNT_DETACH); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", c.nsDir(), err))

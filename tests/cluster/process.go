@@ -57,11 +57,22 @@ func (d *daemon) running() (int, bool) {
 	if err != nil || pid <= 0 {
 		return 0, false
 	}
+	if d.exited != nil {
+		// Started by this process: its exit is known exactly.
+		select {
+		case <-d.exited:
+			return 0, false
+		default:
+			return pid, true
+		}
+	}
 	if !processAlive(pid) {
 		return 0, false
 	}
+	// The command line is empty for a moment while a process execs; only a
+	// different program means the pid was reused.
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !bytes.Contains(cmdline, []byte(d.prog)) {
+	if err != nil || (len(cmdline) > 0 && !bytes.Contains(cmdline, []byte(d.prog))) {
 		return 0, false
 	}
 	return pid, true

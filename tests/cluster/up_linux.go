@@ -72,6 +72,13 @@ func (c *Config) Up(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// `ip netns add` mounts /run/netns on first use; Down undoes it only if
+	// the cluster was the one that did it.
+	if !isMountPoint("/run/netns") && !fileExists(c.runNetnsMarker()) {
+		if err := writeFile(c.runNetnsMarker(), nil, 0o644); err != nil {
+			return err
+		}
+	}
 	podCIDRs := map[string]string{}
 	for _, n := range c.NodeList() {
 		cidr, err := c.upNode(ctx, client, n)

@@ -25,10 +25,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
-	ports := map[string]int{"http-port": *httpPort, "grpc-port": *grpcPort, "tcp-port": *tcpPort}
-	for name, p := range ports {
-		if p < 0 || p > 65535 {
-			fmt.Fprintf(stderr, "echo serve: --%s %d: want 0..65535\n", name, p)
+	for _, p := range []struct {
+		flag string
+		port int
+	}{{"http-port", *httpPort}, {"grpc-port", *grpcPort}, {"tcp-port", *tcpPort}} {
+		if p.port < 0 || p.port > 65535 {
+			fmt.Fprintf(stderr, "echo serve: --%s %d: want 0..65535\n", p.flag, p.port)
 			return exitUsage
 		}
 	}
