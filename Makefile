@@ -142,7 +142,7 @@ cluster-down:
 
 ## demo: the main job: local cluster, sample app, traffic shown
 demo: cluster-up
-	KUBECONFIG=$(KUBECONFIG_LOCAL) go run -tags e2e ./tests/demo
+	KUBECONFIG=$(KUBECONFIG_LOCAL) go run ./tests/demo
 
 clean: cluster-down
 	rm -rf $(BIN) $(IMAGES_DIR)

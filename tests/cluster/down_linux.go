@@ -91,15 +91,15 @@ func (c *Config) nodesOnMachine() []Node {
 			add(e.Name())
 		}
 	}
-	for _, ctrl := range cgroupControllers() {
-		if entries, err := os.ReadDir(ctrl); err == nil {
+	// Every hierarchy has the same /<node> cgroups; one is enough to look at.
+	if ctrls := cgroupControllers(); len(ctrls) > 0 {
+		if entries, err := os.ReadDir(ctrls[0]); err == nil {
 			for _, e := range entries {
 				if e.IsDir() {
 					add(e.Name())
 				}
 			}
 		}
-		break
 	}
 	var idx []int
 	for i := range seen {

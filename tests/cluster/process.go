@@ -191,15 +191,3 @@ func run(argv ...string) error {
 	}
 	return nil
 }
-
-// output executes a short command and returns its standard output.
-func output(argv ...string) (string, error) {
-	cmd := exec.Command(argv[0], argv[1:]...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return string(out), nil
-}

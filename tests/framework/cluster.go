@@ -1,9 +1,5 @@
 //go:build e2e
 
-// Package framework holds the helpers of the end-to-end tests: it finds the
-// local cluster (or brings one up), creates namespaces that clean up after
-// themselves, applies YAML, waits for rollouts, runs commands in pods through
-// the real exec path, and on failure prints what a person needs to debug.
 package framework
 
 import (
