@@ -136,6 +136,12 @@ func (c *Config) preflight() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("missing (run `make deps`): %s", strings.Join(missing, ", "))
 	}
+	// Node names and addresses are fixed, so two checkouts cannot each run a
+	// cluster: say so rather than half-share one.
+	first := c.NodeList()[0]
+	if fileExists(c.nodeNetNS(first)) && !fileExists(c.nodeDir(first)) {
+		return fmt.Errorf("network namespace %s belongs to a cluster with another state directory than %s; take that one down first (`make cluster-down` in its checkout)", c.nodeNetNSName(first), c.StateDir)
+	}
 	return nil
 }
 
