@@ -91,4 +91,3 @@ func echoContainer(image, version string) string {
           httpGet: {path: /healthz, port: 8080}
           periodSeconds: 2`, image, version)
 }
-
