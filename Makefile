@@ -28,15 +28,16 @@ IMAGES_DIR    := $(CACHE)/images
 PAUSE_IMAGE   := $(HUB)/pause:$(TAG)
 COREDNS_IMAGE := $(HUB)/coredns:$(COREDNS_VERSION)
 ECHO_IMAGE    := $(HUB)/echo:$(TAG)
+TOOLBOX_IMAGE := $(HUB)/toolbox:$(TAG)
 
 # The local cluster.
 NODES         ?= 2
 CLUSTER_STATE := $(CACHE)/cluster
 KUBECONFIG_LOCAL := $(CLUSTER_STATE)/admin.kubeconfig
-export NODES CLUSTER_STATE KUBE_BIN IMAGES_DIR PAUSE_IMAGE COREDNS_IMAGE ECHO_IMAGE KUBECTL HUB TAG
+export NODES CLUSTER_STATE KUBE_BIN IMAGES_DIR PAUSE_IMAGE COREDNS_IMAGE ECHO_IMAGE TOOLBOX_IMAGE KUBECTL HUB TAG
 
 DEBIAN_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack \
-	nftables iproute2 util-linux mount kmod procps tcpdump socat ethtool
+	nftables iproute2 util-linux mount kmod procps tcpdump socat ethtool busybox-static
 
 KUBE_TOOLS_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
@@ -95,6 +96,9 @@ images: build $(COREDNS_BIN)
 		-add $(COREDNS_BIN):/coredns -entrypoint /coredns
 	$(BIN)/imagebuild -o $(IMAGES_DIR)/echo.tar -ref $(ECHO_IMAGE) \
 		-add $(BIN)/linux/echo:/usr/local/bin/echo -entrypoint /usr/local/bin/echo
+	# A shell and the usual tools, for tests that look at a node or a pod from inside.
+	$(BIN)/imagebuild -o $(IMAGES_DIR)/toolbox.tar -ref $(TOOLBOX_IMAGE) \
+		-add /bin/busybox:/bin/busybox -entrypoint /bin/busybox -arg sh
 
 ## lint: go vet, staticcheck and gofmt
 lint: $(STATICCHECK)

@@ -118,5 +118,4 @@ var nodeMounts = []struct{ dir, target string }{
 	{"etc-cni-net.d", "/etc/cni/net.d"},
 	{"opt-cni-bin", "/opt/cni/bin"},
 	{"etc-kubernetes", "/etc/kubernetes"},
-	{"tmp", "/tmp"},
 }

@@ -171,14 +171,29 @@ func (c *Config) apiserver() *daemon {
 	)
 }
 
-func (c *Config) controllerManager() *daemon {
-	return c.daemon("kube-controller-manager", c.bin("kube-controller-manager"),
-		"--kubeconfig="+filepath.Join(c.StateDir, "controller-manager.kubeconfig"),
-		"--authentication-kubeconfig="+filepath.Join(c.StateDir, "controller-manager.kubeconfig"),
-		"--authorization-kubeconfig="+filepath.Join(c.StateDir, "controller-manager.kubeconfig"),
+// hostComponent is a control-plane component that talks to the API server
+// with its own kubeconfig (name.kubeconfig), delegates authentication and
+// authorization of its own endpoints to it, and serves on localhost with a
+// certificate from the cluster CA (name-serving).
+func (c *Config) hostComponent(binary, name string, flags ...string) *daemon {
+	kubeconfig := filepath.Join(c.StateDir, name+".kubeconfig")
+	argv := []string{
+		c.bin(binary),
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
 		"--bind-address=127.0.0.1",
-		"--tls-cert-file="+c.pki("controller-manager-serving.crt"),
-		"--tls-private-key-file="+c.pki("controller-manager-serving.key"),
+		"--tls-cert-file=" + c.pki(name+"-serving.crt"),
+		"--tls-private-key-file=" + c.pki(name+"-serving.key"),
+		"--leader-elect=false",
+		"--profiling=false",
+		"--v=1",
+	}
+	return c.daemon(binary, append(argv, flags...)...)
+}
+
+func (c *Config) controllerManager() *daemon {
+	return c.hostComponent("kube-controller-manager", "controller-manager",
 		"--use-service-account-credentials=true",
 		"--service-account-private-key-file="+c.pki("sa.key"),
 		"--root-ca-file="+c.pki("ca.crt"),
@@ -188,24 +203,11 @@ func (c *Config) controllerManager() *daemon {
 		"--cluster-cidr="+ClusterCIDR,
 		"--node-cidr-mask-size=24",
 		"--service-cluster-ip-range="+ServiceCIDR,
-		"--leader-elect=false",
-		"--profiling=false",
-		"--v=1",
 	)
 }
 
 func (c *Config) scheduler() *daemon {
-	return c.daemon("kube-scheduler", c.bin("kube-scheduler"),
-		"--kubeconfig="+filepath.Join(c.StateDir, "scheduler.kubeconfig"),
-		"--authentication-kubeconfig="+filepath.Join(c.StateDir, "scheduler.kubeconfig"),
-		"--authorization-kubeconfig="+filepath.Join(c.StateDir, "scheduler.kubeconfig"),
-		"--bind-address=127.0.0.1",
-		"--tls-cert-file="+c.pki("scheduler-serving.crt"),
-		"--tls-private-key-file="+c.pki("scheduler-serving.key"),
-		"--leader-elect=false",
-		"--profiling=false",
-		"--v=1",
-	)
+	return c.hostComponent("kube-scheduler", "scheduler")
 }
 
 // httpsCheck returns a check that GETs url with the admin client

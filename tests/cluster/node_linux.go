@@ -130,7 +130,7 @@ func (c *Config) setupNodeMounts(n Node) error {
 		}
 		fmt.Fprintf(&script, "mount --bind %q %q\n", src, m.target)
 	}
-	script.WriteString("chmod 1777 /tmp\nmount --make-rshared /\n")
+	script.WriteString("mount --make-rshared /\n")
 	return run("unshare", "--mount="+nsFile, "--propagation=private", "--", "sh", "-c", script.String())
 }
 

@@ -136,6 +136,15 @@ func (c *Config) preflight() error {
 	if len(missing) > 0 {
 		return fmt.Errorf("missing (run `make deps`): %s", strings.Join(missing, ", "))
 	}
+	// A node's private directories hide whatever the host has below them,
+	// so the cluster's own files must live elsewhere.
+	for _, dir := range []string{c.StateDir, c.KubeBinDir, c.ImagesDir} {
+		for _, m := range nodeMounts {
+			if dir == m.target || strings.HasPrefix(dir, m.target+"/") {
+				return fmt.Errorf("%s is under %s, which every node replaces with its own; put the checkout or CLUSTER_STATE elsewhere", dir, m.target)
+			}
+		}
+	}
 	// Node names and addresses are fixed, so two checkouts cannot each run a
 	// cluster: say so rather than half-share one.
 	first := c.NodeList()[0]

@@ -42,14 +42,14 @@ func TestClusterBasics(t *testing.T) {
 		if !nodeReady(n) {
 			t.Errorf("node %s is not Ready", n.Name)
 		}
-		for _, a := range n.Status.Addresses {
-			if a.Type == corev1.NodeInternalIP {
-				if other, dup := ipOwner(nodeIPs, a.Address); dup {
-					t.Errorf("nodes %s and %s share address %s", n.Name, other, a.Address)
-				}
-				nodeIPs[n.Name] = a.Address
-			}
+		ip := internalIP(n)
+		if ip == "" {
+			t.Errorf("node %s has no InternalIP", n.Name)
 		}
+		if other, dup := ipOwner(nodeIPs, ip); dup {
+			t.Errorf("nodes %s and %s share address %s", n.Name, other, ip)
+		}
+		nodeIPs[n.Name] = ip
 	}
 
 	ns := c.NewNamespace(t, "cluster", nil)

@@ -29,6 +29,9 @@ type Cluster struct {
 	Config     *rest.Config
 	// EchoImage is the test app's image, as loaded into the nodes.
 	EchoImage string
+	// ToolboxImage has a shell and the usual tools (busybox), invoked as
+	// `busybox <applet>`.
+	ToolboxImage string
 	// local is the harness that runs the cluster, when it is the local one.
 	local *cluster.Config
 }
@@ -125,11 +128,12 @@ func connect() (*Cluster, error) {
 	}
 	kubectl := env("KUBECTL", local.Kubectl())
 	c := &Cluster{
-		Kubeconfig: kubeconfig,
-		KubectlBin: kubectl,
-		Client:     client,
-		Config:     cfg,
-		EchoImage:  env("ECHO_IMAGE", env("HUB", "localhost/mesh")+"/echo:"+env("TAG", "dev")),
+		Kubeconfig:   kubeconfig,
+		KubectlBin:   kubectl,
+		Client:       client,
+		Config:       cfg,
+		EchoImage:    env("ECHO_IMAGE", env("HUB", "localhost/mesh")+"/echo:"+env("TAG", "dev")),
+		ToolboxImage: env("TOOLBOX_IMAGE", env("HUB", "localhost/mesh")+"/toolbox:"+env("TAG", "dev")),
 	}
 	if kubeconfig == local.AdminKubeconfig() {
 		c.local = local
