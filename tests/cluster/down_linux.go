@@ -66,8 +66,63 @@ func (c *Config) Down() error {
 	if err := os.RemoveAll(c.StateDir); err != nil {
 		return err
 	}
+	if left := c.leftovers(); len(left) > 0 {
+		return fmt.Errorf("left behind after teardown: %s", strings.Join(left, "; "))
+	}
 	c.progress("down")
 	return nil
+}
+
+// leftovers lists anything of the cluster still on the machine: node
+// network namespaces, links, cgroups, processes running its binaries or
+// using its state, and mounts under its state directory.
+func (c *Config) leftovers() []string {
+	var left []string
+	if entries, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), nodePrefix) {
+				left = append(left, "netns "+e.Name())
+			}
+		}
+	}
+	if linkExists("", UnderlayBridge) {
+		left = append(left, "link "+UnderlayBridge)
+	}
+	if entries, err := os.ReadDir("/sys/class/net"); err == nil {
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), nodePrefix) {
+				left = append(left, "link "+e.Name())
+			}
+		}
+	}
+	for _, ctrl := range cgroupControllers() {
+		entries, _ := os.ReadDir(ctrl)
+		for _, e := range entries {
+			if i, err := strconv.Atoi(strings.TrimPrefix(e.Name(), "node")); err == nil && i > 0 && e.IsDir() && strings.HasPrefix(e.Name(), "node") {
+				left = append(left, "cgroup "+filepath.Join(ctrl, e.Name()))
+			}
+		}
+	}
+	abs, _ := filepath.Abs(c.StateDir)
+	bins, _ := filepath.Abs(c.KubeBinDir)
+	self := os.Getpid()
+	procs, _ := os.ReadDir("/proc")
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self || !processAlive(pid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if (abs != "" && strings.Contains(string(cmdline), abs+"/")) || (c.KubeBinDir != "" && strings.Contains(string(cmdline), bins+"/")) {
+			left = append(left, fmt.Sprintf("process %d (%s)", pid, strings.ReplaceAll(string(cmdline), "\x00", " ")))
+		}
+	}
+	for _, m := range mountPoints() {
+		if m == abs || strings.HasPrefix(m, abs+"/") {
+			left = append(left, "mount "+m)
+		}
+	}
+	return left
 }
 
 // nodesOnMachine finds the nodes that exist, whatever Config.Nodes says now:
