@@ -105,11 +105,16 @@ func (c *Config) leftovers() []string {
 	}
 	abs, _ := filepath.Abs(c.StateDir)
 	bins, _ := filepath.Abs(c.KubeBinDir)
-	self := os.Getpid()
+	// The commands that called this one (make, a shell) name the state
+	// directory too, and are not the cluster's.
+	ancestors := map[int]bool{}
+	for pid := os.Getpid(); pid > 1 && !ancestors[pid]; pid = parentOf(pid) {
+		ancestors[pid] = true
+	}
 	procs, _ := os.ReadDir("/proc")
 	for _, e := range procs {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self || !processAlive(pid) {
+		if err != nil || ancestors[pid] || !processAlive(pid) {
 			continue
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
@@ -302,4 +307,23 @@ func killNamespaceMembers(nsPath, kind string) {
 	for _, pid := range pids {
 		killAndWait(pid, 3*time.Second)
 	}
+}
+
+// parentOf returns a process's parent pid, or 0 if it cannot be read.
+func parentOf(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the parenthesised command name: state, then ppid.
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return ppid
 }

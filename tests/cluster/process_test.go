@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +66,14 @@ func TestWaitForTimesOutWithTheLastError(t *testing.T) {
 	err := d.waitFor(context.Background(), "ready", time.Second, func(context.Context) error { return errors.New("still warming up") })
 	if err == nil || errors.Is(err, errDaemonExited) || !strings.Contains(err.Error(), "still warming up") {
 		t.Fatalf("want a timeout quoting the last check error, got %v", err)
+	}
+}
+
+func TestParentOf(t *testing.T) {
+	if got, want := parentOf(os.Getpid()), os.Getppid(); got != want {
+		t.Fatalf("parentOf(self) = %d, want %d", got, want)
+	}
+	if got := parentOf(-1); got != 0 {
+		t.Fatalf("parentOf(-1) = %d, want 0", got)
 	}
 }

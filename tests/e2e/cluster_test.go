@@ -107,14 +107,28 @@ func TestClusterBasics(t *testing.T) {
 		{"DNS name over TCP", "tcp://" + fqdn + ":9090", 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sum := ns.Send(t, client.Name, tc.url, tc.count)
-			if sum.OK != tc.count {
-				t.Fatalf("%s: %d/%d ok, errors %v", tc.url, sum.OK, tc.count, sum.ErrorSamples)
-			}
-			// New connections are balanced over both replicas; with 20
-			// requests, missing one has a chance of about 2 in a million.
-			if tc.count >= 20 && len(sum.ByPod) != 2 {
-				t.Errorf("%s: replies came from %v, want both replicas", tc.url, sum.ByPod)
+			// kube-proxy programs a new endpoint a moment after the pod is
+			// Ready, so balancing is awaited, with a deadline; every request
+			// must succeed all along.
+			seen := map[string]int{}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				sum := ns.Send(t, client.Name, tc.url, tc.count)
+				if sum.OK != tc.count {
+					t.Fatalf("%s: %d/%d ok, errors %v", tc.url, sum.OK, tc.count, sum.ErrorSamples)
+				}
+				for pod, n := range sum.ByPod {
+					seen[pod] += n
+				}
+				// New connections are balanced over both replicas; with 20
+				// requests, missing one has a chance of about 2 in a million.
+				if tc.count < 20 || len(seen) == 2 {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: replies came only from %v for 30s, want both replicas", tc.url, seen)
+				}
+				time.Sleep(time.Second)
 			}
 		})
 	}
