@@ -1,0 +1,160 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// ClientConn is the client side of one HBONE connection, carrying up to the
+// server's limit of concurrent CONNECT streams.
+type ClientConn struct {
+	c *conn
+}
+
+// ErrConnFull is returned by Open when the connection carries as many
+// streams as the server allows.
+var ErrConnFull = errors.New("hbone: connection at its stream limit")
+
+// NewClientConn starts HTTP/2 on an established connection (TLS, handshake
+// done) and waits for the server's settings, so that its stream limit is
+// known before the first stream is opened.
+func NewClientConn(ctx context.Context, nc net.Conn) (*ClientConn, error) {
+	if err := writeAll(nc, []byte(http2.ClientPreface)); err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("hbone: write preface: %w", err)
+	}
+	c := newConn(nc, false)
+	if err := c.start(); err != nil {
+		return nil, err
+	}
+	select {
+	case <-c.settingsSeen:
+		return &ClientConn{c: c}, nil
+	case <-c.done:
+		return nil, c.errOr(ErrConnClosed)
+	case <-ctx.Done():
+		c.close(ctx.Err())
+		return nil, ctx.Err()
+	}
+}
+
+func writeAll(w io.Writer, p []byte) error {
+	_, err := w.Write(p)
+	return err
+}
+
+func (c *conn) errOr(def error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	return def
+}
+
+// Open starts a CONNECT tunnel to authority (host:port) with the given
+// extra header fields, and returns it once the server answered 200.
+func (cc *ClientConn) Open(ctx context.Context, authority string, header map[string][]string) (*Stream, error) {
+	c := cc.c
+	fields := []hpack.HeaderField{{Name: ":method", Value: "CONNECT"}, {Name: ":authority", Value: authority}}
+	names := make([]string, 0, len(header))
+	for name := range header {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		for _, v := range header[name] {
+			fields = append(fields, hpack.HeaderField{Name: strings.ToLower(name), Value: v})
+		}
+	}
+	// Stream IDs must reach the wire in increasing order, so one is
+	// allocated and its HEADERS written under the same lock.
+	c.wmu.Lock()
+	if c.werr != nil {
+		err := c.werr
+		c.wmu.Unlock()
+		return nil, err
+	}
+	c.mu.Lock()
+	var refuse error
+	switch {
+	case c.err != nil:
+		refuse = c.err
+	case c.goingAway:
+		refuse = ErrConnClosed
+	case uint32(len(c.streams)) >= c.peerMaxStreams:
+		refuse = ErrConnFull
+	}
+	if refuse != nil {
+		c.mu.Unlock()
+		c.wmu.Unlock()
+		return nil, refuse
+	}
+	id := c.nextID
+	c.nextID += 2
+	c.mu.Unlock()
+	s := c.makeStream(id)
+	c.mu.Lock()
+	c.streams[id] = s
+	c.mu.Unlock()
+	if err := c.writeHeadersLocked(id, false, fields); err != nil {
+		c.werr = fmt.Errorf("hbone: write: %w", err)
+		_ = c.nc.Close()
+		c.wmu.Unlock()
+		return nil, c.werr
+	}
+	c.wmu.Unlock()
+
+	select {
+	case r := <-s.resp:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if r.status != "200" {
+			_ = s.Close()
+			return nil, fmt.Errorf("hbone: CONNECT %s: status %s", authority, r.status)
+		}
+		return s, nil
+	case <-ctx.Done():
+		_ = s.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// Usable reports whether the connection can take another stream.
+func (cc *ClientConn) Usable() bool {
+	c := cc.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err == nil && !c.goingAway && uint32(len(c.streams)) < c.peerMaxStreams
+}
+
+// Idle reports how long the connection has carried no stream (zero if it
+// carries one).
+func (cc *ClientConn) Idle() time.Duration {
+	c := cc.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.streams) > 0 {
+		return 0
+	}
+	return time.Since(c.idleSince)
+}
+
+// Done is closed when the connection has ended.
+func (cc *ClientConn) Done() <-chan struct{} { return cc.c.done }
+
+// Close ends the connection and every stream on it.
+func (cc *ClientConn) Close() error {
+	cc.c.close(ErrConnClosed)
+	return nil
+}

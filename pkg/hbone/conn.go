@@ -1,0 +1,492 @@
+package hbone
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Settings of our side of every HBONE connection. Windows are generous
+// because tunnels carry bulk data and each stream's buffer is only filled
+// when its reader falls behind.
+const (
+	streamWindow         = 1 << 20  // bytes a peer may send on one stream ahead of its reader
+	connWindow           = 16 << 20 // bytes a peer may send on the connection ahead of all readers
+	maxReadFrame         = 1 << 20  // largest frame we accept
+	maxWriteFrame        = 256 << 10
+	MaxConcurrentStreams = 100 // streams one connection carries
+	maxHeaderListSize    = 16 << 10
+	initialPeerWindow    = 65535 // HTTP/2's default until the peer's SETTINGS say otherwise
+	initialPeerMaxFrame  = 16384
+)
+
+// ErrConnClosed is returned for streams of a connection that has ended.
+var ErrConnClosed = errors.New("hbone: connection closed")
+
+// conn is one HTTP/2 connection carrying CONNECT tunnels, either side. One
+// goroutine reads frames and demultiplexes them into per-stream buffers; any
+// goroutine writes frames under wmu. Buffering per stream, bounded by flow
+// control, is what keeps one slow stream from blocking the others.
+type conn struct {
+	nc     net.Conn
+	fr     *http2.Framer
+	server bool
+
+	// wmu serialises frame writes and owns the HPACK encoder.
+	wmu  sync.Mutex
+	henc *hpack.Encoder
+	hbuf bytes.Buffer
+	werr error
+
+	mu       sync.Mutex
+	sendCond *sync.Cond // window growth, stream or connection end
+	streams  map[uint32]*Stream
+	// nextID is the next stream this client opens; lastPeerID the highest
+	// stream the client side opened on a server.
+	nextID, lastPeerID uint32
+	peerMaxStreams     uint32
+	peerMaxFrame       uint32
+	peerInitWindow     int32
+	sendWindow         int32 // connection-level, towards the peer
+	recvWindow         int32 // connection-level, what the peer may still send
+	recvUnacked        int32 // consumed, not yet returned with WINDOW_UPDATE
+	goingAway          bool
+	goAwayErr          error // why the peer sent GOAWAY, if not a clean shutdown
+	err                error // set once: the connection is finished
+	idleSince          time.Time
+	settingsSeen       chan struct{}
+	done               chan struct{}
+
+	// newStream is called, in its own goroutine, for each stream a client
+	// opens on a server.
+	newStream func(*Stream)
+}
+
+func newConn(nc net.Conn, server bool) *conn {
+	c := &conn{
+		nc:             nc,
+		server:         server,
+		streams:        map[uint32]*Stream{},
+		nextID:         1,
+		peerMaxStreams: MaxConcurrentStreams,
+		peerMaxFrame:   initialPeerMaxFrame,
+		peerInitWindow: initialPeerWindow,
+		sendWindow:     initialPeerWindow,
+		recvWindow:     connWindow,
+		idleSince:      time.Now(),
+		settingsSeen:   make(chan struct{}),
+		done:           make(chan struct{}),
+	}
+	c.sendCond = sync.NewCond(&c.mu)
+	c.fr = http2.NewFramer(nc, nc)
+	c.fr.SetMaxReadFrameSize(maxReadFrame)
+	c.fr.MaxHeaderListSize = maxHeaderListSize
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	return c
+}
+
+// start sends our SETTINGS and the connection window, then reads frames
+// until the connection ends.
+func (c *conn) start() error {
+	err := c.write(func() error {
+		if err := c.fr.WriteSettings(
+			http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
+			http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxReadFrame},
+			http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: MaxConcurrentStreams},
+			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListSize},
+		); err != nil {
+			return err
+		}
+		return c.fr.WriteWindowUpdate(0, connWindow-initialPeerWindow)
+	})
+	if err != nil {
+		c.close(err)
+		return err
+	}
+	go c.readLoop()
+	return nil
+}
+
+// write runs f with the frame writer to itself. A failed write ends the
+// connection: a half-written frame cannot be taken back.
+func (c *conn) write(f func() error) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return c.werr
+	}
+	if err := f(); err != nil {
+		c.werr = fmt.Errorf("hbone: write: %w", err)
+		_ = c.nc.Close()
+		return c.werr
+	}
+	return nil
+}
+
+func (c *conn) readLoop() {
+	var err error
+	for err == nil {
+		var f http2.Frame
+		f, err = c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				// Malformed headers on one stream: reset it, keep the rest.
+				c.resetStream(se.StreamID, se.Code, fmt.Errorf("hbone: stream %d: %w", se.StreamID, err))
+				err = nil
+				continue
+			}
+			break
+		}
+		err = c.handleFrame(f)
+	}
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		_ = c.write(func() error { return c.fr.WriteGoAway(c.lastPeerStream(), http2.ErrCode(ce), nil) })
+	}
+	if errors.Is(err, io.EOF) {
+		c.mu.Lock()
+		err = c.goAwayErr
+		c.mu.Unlock()
+		if err == nil {
+			err = ErrConnClosed
+		}
+	}
+	c.close(err)
+}
+
+func (c *conn) lastPeerStream() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastPeerID
+}
+
+func (c *conn) handleFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.RSTStreamFrame:
+		c.mu.Lock()
+		if s := c.streams[f.StreamID]; s != nil {
+			s.resetLocked(fmt.Errorf("hbone: stream reset by peer: %v", f.ErrCode))
+		}
+		c.mu.Unlock()
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			return c.write(func() error { return c.fr.WritePing(true, f.Data) })
+		}
+	case *http2.GoAwayFrame:
+		c.mu.Lock()
+		c.goingAway = true
+		if f.ErrCode != http2.ErrCodeNo {
+			c.goAwayErr = fmt.Errorf("hbone: peer sent GOAWAY %v %q", f.ErrCode, f.DebugData())
+		}
+		for id, s := range c.streams {
+			if id > f.LastStreamID && !c.server {
+				s.resetLocked(fmt.Errorf("hbone: connection going away: %v", f.ErrCode))
+			}
+		}
+		c.mu.Unlock()
+	case *http2.PriorityFrame, *http2.UnknownFrame:
+		// Priorities are advisory and unknown frame types are ignored, as
+		// HTTP/2 requires.
+	default:
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return nil
+}
+
+func (c *conn) onData(f *http2.DataFrame) error {
+	n := int32(f.Length) // padding counts against the windows too
+	data := f.Data()
+	c.mu.Lock()
+	if n > c.recvWindow {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	c.recvWindow -= n
+	s := c.streams[f.StreamID]
+	if s == nil || s.recvEOF {
+		// A stream that already ended: its bytes are dropped, but the
+		// connection window must not shrink for good.
+		c.recvUnacked += n
+		inc := c.takeConnCreditLocked()
+		c.mu.Unlock()
+		if inc > 0 {
+			_ = c.write(func() error { return c.fr.WriteWindowUpdate(0, inc) })
+		}
+		if s == nil && !c.knownStream(f.StreamID) {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		return nil
+	}
+	if n > s.recvWindow {
+		c.mu.Unlock()
+		c.resetStream(f.StreamID, http2.ErrCodeFlowControl, errors.New("hbone: peer overran the stream window"))
+		return nil
+	}
+	s.recvWindow -= n
+	s.pushLocked(data)
+	// Padding is never read, so its credit goes back at once.
+	s.unacked += n - int32(len(data))
+	c.recvUnacked += n - int32(len(data))
+	if f.StreamEnded() {
+		s.recvEOF = true
+		c.maybeForgetLocked(s)
+	}
+	s.rcond.Broadcast()
+	c.mu.Unlock()
+	return nil
+}
+
+// knownStream reports whether id could have been a stream of this
+// connection; data for a stream that never existed is a protocol error.
+func (c *conn) knownStream(id uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id%2 == 1 {
+		if c.server {
+			return id <= c.lastPeerID
+		}
+		return id < c.nextID
+	}
+	return false
+}
+
+func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
+	if c.server {
+		return c.onRequest(f)
+	}
+	c.mu.Lock()
+	s := c.streams[f.StreamID]
+	c.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	status := f.PseudoValue("status")
+	select {
+	case s.resp <- response{status: status, header: headerOf(f), ended: f.StreamEnded()}:
+	default:
+		// Trailers or a second response: nothing waits for them.
+	}
+	if f.StreamEnded() {
+		c.mu.Lock()
+		s.recvEOF = true
+		s.rcond.Broadcast()
+		c.maybeForgetLocked(s)
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// onRequest accepts a stream a client opens: an HTTP/2 CONNECT request
+// (RFC 9113 section 8.5), which carries :method and :authority only.
+func (c *conn) onRequest(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	c.mu.Lock()
+	if id%2 == 0 || id <= c.lastPeerID {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.lastPeerID = id
+	refuse := c.goingAway || len(c.streams) >= MaxConcurrentStreams
+	c.mu.Unlock()
+	if refuse {
+		return c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+	}
+	authority := f.PseudoValue("authority")
+	if f.PseudoValue("method") != "CONNECT" || authority == "" || f.PseudoValue("scheme") != "" || f.PseudoValue("path") != "" || f.StreamEnded() {
+		return c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
+	}
+	s := c.makeStream(id)
+	s.Authority = authority
+	s.Header = headerOf(f)
+	c.mu.Lock()
+	c.streams[id] = s
+	c.mu.Unlock()
+	go c.newStream(s)
+	return nil
+}
+
+func (c *conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	var tableSize *uint32
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			delta := int32(s.Val) - c.peerInitWindow
+			for _, st := range c.streams {
+				if int64(st.sendWindow)+int64(delta) > 1<<31-1 {
+					return http2.ConnectionError(http2.ErrCodeFlowControl)
+				}
+				st.sendWindow += delta
+			}
+			c.peerInitWindow = int32(s.Val)
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrame = s.Val
+		case http2.SettingMaxConcurrentStreams:
+			c.peerMaxStreams = s.Val
+		case http2.SettingHeaderTableSize:
+			v := s.Val
+			tableSize = &v
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.sendCond.Broadcast()
+	select {
+	case <-c.settingsSeen:
+	default:
+		close(c.settingsSeen)
+	}
+	c.mu.Unlock()
+	return c.write(func() error {
+		if tableSize != nil {
+			c.henc.SetMaxDynamicTableSizeLimit(*tableSize)
+		}
+		return c.fr.WriteSettingsAck()
+	})
+}
+
+func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	inc := int64(f.Increment)
+	if f.StreamID == 0 {
+		if int64(c.sendWindow)+inc > 1<<31-1 {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		c.sendWindow += int32(inc)
+	} else if s := c.streams[f.StreamID]; s != nil {
+		if int64(s.sendWindow)+inc > 1<<31-1 {
+			s.resetLocked(errors.New("hbone: peer overflowed the stream window"))
+			return nil
+		}
+		s.sendWindow += int32(inc)
+	}
+	c.sendCond.Broadcast()
+	return nil
+}
+
+// takeConnCreditLocked returns connection-level credit to hand back to the
+// peer, once enough has built up to be worth a frame.
+func (c *conn) takeConnCreditLocked() uint32 {
+	if c.recvUnacked < connWindow/4 {
+		return 0
+	}
+	inc := c.recvUnacked
+	c.recvUnacked = 0
+	c.recvWindow += inc
+	return uint32(inc)
+}
+
+// resetStream sends RST_STREAM and fails the stream locally.
+func (c *conn) resetStream(id uint32, code http2.ErrCode, err error) {
+	c.mu.Lock()
+	if s := c.streams[id]; s != nil {
+		s.resetLocked(err)
+	}
+	c.mu.Unlock()
+	_ = c.write(func() error { return c.fr.WriteRSTStream(id, code) })
+}
+
+// maybeForgetLocked drops a stream from the connection once both
+// directions have ended or it was reset.
+func (c *conn) maybeForgetLocked(s *Stream) {
+	if s.reset != nil || (s.recvEOF && s.sentEnd) {
+		if _, ok := c.streams[s.id]; ok {
+			delete(c.streams, s.id)
+			if len(c.streams) == 0 {
+				c.idleSince = time.Now()
+			}
+			c.sendCond.Broadcast()
+		}
+	}
+}
+
+// close ends the connection and every stream on it.
+func (c *conn) close(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	if err == nil {
+		err = ErrConnClosed
+	}
+	c.err = err
+	for _, s := range c.streams {
+		s.resetLocked(err)
+	}
+	c.sendCond.Broadcast()
+	close(c.done)
+	c.mu.Unlock()
+	_ = c.nc.Close()
+}
+
+func headerOf(f *http2.MetaHeadersFrame) map[string][]string {
+	h := map[string][]string{}
+	for _, hf := range f.RegularFields() {
+		h[hf.Name] = append(h[hf.Name], hf.Value)
+	}
+	return h
+}
+
+// writeHeaders HPACK-encodes fields and writes them as one HEADERS frame
+// and as many CONTINUATION frames as the peer's frame size needs. The
+// caller holds wmu.
+func (c *conn) writeHeadersLocked(id uint32, endStream bool, fields []hpack.HeaderField) error {
+	c.hbuf.Reset()
+	for _, f := range fields {
+		if err := c.henc.WriteField(f); err != nil {
+			return err
+		}
+	}
+	block := c.hbuf.Bytes()
+	c.mu.Lock()
+	max := int(c.peerMaxFrame)
+	c.mu.Unlock()
+	first := true
+	for first || len(block) > 0 {
+		chunk := block
+		if len(chunk) > max {
+			chunk = chunk[:max]
+		}
+		block = block[len(chunk):]
+		var err error
+		if first {
+			err = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: chunk, EndStream: endStream, EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			err = c.fr.WriteContinuation(id, len(block) == 0, chunk)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,371 @@
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ambient-mesh/mesh/pkg/spiffe"
+	"github.com/ambient-mesh/mesh/pkg/spiffe/spiffetest"
+)
+
+// tlsPair returns client and server TLS configs for mesh identities issued
+// by one test CA, as ztunnels use them: TLS 1.3, ALPN h2, client certs.
+func tlsPair(t testing.TB) (client, server *tls.Config) {
+	ca := spiffetest.NewCA(t)
+	td := "cluster.local"
+	srvCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "server"}, time.Hour)
+	cliCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "client"}, time.Hour)
+	verify := func(raw [][]byte, _ [][]*x509.Certificate) error {
+		_, err := spiffe.VerifyPeer(raw, ca.Pool, td)
+		return err
+	}
+	server = &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{srvCert},
+		ClientAuth:   tls.RequireAnyClientCert,
+		NextProtos:   []string{"h2"},
+	}
+	server.VerifyPeerCertificate = verify
+	client = &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		Certificates:       []tls.Certificate{cliCert},
+		InsecureSkipVerify: true, // identity is checked by URI SAN below
+		NextProtos:         []string{"h2"},
+	}
+	client.VerifyPeerCertificate = verify
+	return client, server
+}
+
+// listen serves HBONE with handle on a loopback TLS listener.
+func listen(t testing.TB, cfg *tls.Config, handle func(*Stream)) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				go func() { <-ctx.Done(); nc.Close() }()
+				_ = Serve(ctx, nc, handle)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func dial(t testing.TB, cfg *tls.Config, addr string) *ClientConn {
+	t.Helper()
+	nc, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := NewClientConn(context.Background(), nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// echo answers 200 and sends every byte back, then ends its direction.
+func echo(s *Stream) {
+	defer s.Close()
+	if err := s.Respond(200); err != nil {
+		return
+	}
+	if _, err := io.Copy(s, s); err == nil {
+		_ = s.CloseWrite()
+	}
+	// Wait for the peer's last word before closing cleanly.
+	_, _ = io.Copy(io.Discard, s)
+}
+
+// roundTrip sends size random bytes through s and checks the same bytes
+// come back.
+func roundTrip(s *Stream, size int) error {
+	data := make([]byte, size)
+	_, _ = rand.Read(data)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Write(data)
+		if err == nil {
+			err = s.CloseWrite()
+		}
+		errc <- err
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, s)
+	if err != nil {
+		return fmt.Errorf("read back: %w after %d bytes", err, n)
+	}
+	if werr := <-errc; werr != nil {
+		return fmt.Errorf("write: %w", werr)
+	}
+	if n != int64(size) || !bytes.Equal(h.Sum(nil), sum(data)) {
+		return fmt.Errorf("got %d bytes back (hash mismatch), sent %d", n, size)
+	}
+	return nil
+}
+
+func sum(b []byte) []byte { h := sha256.Sum256(b); return h[:] }
+
+func TestEchoManyStreamsOneConnection(t *testing.T) {
+	cli, srv := tlsPair(t)
+	addr := listen(t, srv, echo)
+	cc := dial(t, cli, addr)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s, err := cc.Open(context.Background(), fmt.Sprintf("10.0.0.%d:8080", i+1), map[string][]string{"forwarded": {`for="10.0.0.99:1234"`}})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			if err := roundTrip(s, 3<<20+i*1000); err != nil {
+				errs <- fmt.Errorf("stream %d: %w", i, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestServerSeesAuthorityAndHeaders(t *testing.T) {
+	cli, srv := tlsPair(t)
+	got := make(chan *Stream, 1)
+	addr := listen(t, srv, func(s *Stream) { got <- s; echo(s) })
+	cc := dial(t, cli, addr)
+	s, err := cc.Open(context.Background(), "10.1.2.3:9090", map[string][]string{"Baggage": {"k8s.namespace.name=ns"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st := <-got
+	if st.Authority != "10.1.2.3:9090" {
+		t.Errorf("authority %q", st.Authority)
+	}
+	if v := st.Header["baggage"]; len(v) != 1 || v[0] != "k8s.namespace.name=ns" {
+		t.Errorf("baggage header %v", st.Header)
+	}
+}
+
+func TestHalfClose(t *testing.T) {
+	cli, srv := tlsPair(t)
+	addr := listen(t, srv, func(s *Stream) {
+		defer s.Close()
+		_ = s.Respond(200)
+		// Read the whole request, then answer after the client's FIN.
+		req, _ := io.ReadAll(s)
+		_, _ = s.Write([]byte("got " + string(req)))
+		_ = s.CloseWrite()
+	})
+	cc := dial(t, cli, addr)
+	s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, _ = s.Write([]byte("hello"))
+	_ = s.CloseWrite()
+	reply, err := io.ReadAll(s)
+	if err != nil || string(reply) != "got hello" {
+		t.Fatalf("reply %q, %v", reply, err)
+	}
+}
+
+func TestRefusedConnect(t *testing.T) {
+	cli, srv := tlsPair(t)
+	addr := listen(t, srv, func(s *Stream) { _ = s.Respond(http.StatusServiceUnavailable); s.Close() })
+	cc := dial(t, cli, addr)
+	_, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
+	if err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("Open: %v, want a 503 error", err)
+	}
+	// The connection still serves other streams.
+	if !cc.Usable() {
+		t.Fatal("connection unusable after a refused stream")
+	}
+}
+
+// A stream whose reader stalls must not hold up the others: its data waits
+// in its own buffer, bounded by its window.
+func TestNoHeadOfLineBlocking(t *testing.T) {
+	cli, srv := tlsPair(t)
+	addr := listen(t, srv, func(s *Stream) {
+		defer s.Close()
+		_ = s.Respond(200)
+		if s.Authority == "10.0.0.1:1" {
+			// A firehose the client never reads.
+			buf := make([]byte, 64<<10)
+			for {
+				if _, err := s.Write(buf); err != nil {
+					return
+				}
+			}
+		}
+		if _, err := io.Copy(s, s); err == nil {
+			_ = s.CloseWrite()
+		}
+		_, _ = io.Copy(io.Discard, s)
+	})
+	cc := dial(t, cli, addr)
+	stalled, err := cc.Open(context.Background(), "10.0.0.1:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	done := make(chan error, 1)
+	go func() {
+		s, err := cc.Open(context.Background(), "10.0.0.2:2", nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer s.Close()
+		done <- roundTrip(s, 8<<20)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a stalled stream blocked another stream on the same connection")
+	}
+}
+
+func TestStreamLimit(t *testing.T) {
+	cli, srv := tlsPair(t)
+	hold := make(chan struct{})
+	addr := listen(t, srv, func(s *Stream) { defer s.Close(); _ = s.Respond(200); <-hold })
+	defer close(hold)
+	cc := dial(t, cli, addr)
+	for i := 0; i < MaxConcurrentStreams; i++ {
+		if _, err := cc.Open(context.Background(), "10.0.0.1:80", nil); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	if cc.Usable() {
+		t.Error("connection with 100 streams still reports room")
+	}
+	if _, err := cc.Open(context.Background(), "10.0.0.1:80", nil); !errors.Is(err, ErrConnFull) {
+		t.Fatalf("stream 101: %v, want ErrConnFull", err)
+	}
+}
+
+// Our client against Go's standard HTTP/2 server, and its client against
+// our server: the wire format is plain RFC 9113 CONNECT.
+func TestInteropWithNetHTTP(t *testing.T) {
+	cli, srv := tlsPair(t)
+	t.Run("our client, net/http server", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &http.Server{TLSConfig: srv, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodConnect || r.Host != "10.9.9.9:80" || r.ProtoMajor != 2 {
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := r.Body.Read(buf)
+				if n > 0 {
+					_, _ = w.Write(buf[:n])
+					w.(http.Flusher).Flush()
+				}
+				if err != nil {
+					return
+				}
+			}
+		})}
+		go func() { _ = hs.ServeTLS(ln, "", "") }()
+		defer hs.Close()
+		cc := dial(t, cli, ln.Addr().String())
+		s, err := cc.Open(context.Background(), "10.9.9.9:80", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := roundTrip(s, 2<<20); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("net/http client, our server", func(t *testing.T) {
+		addr := listen(t, srv, echo)
+		tr := &http.Transport{TLSClientConfig: cli, ForceAttemptHTTP2: true}
+		defer tr.CloseIdleConnections()
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest(http.MethodConnect, "https://"+addr, pr)
+		req.Host = "10.9.9.9:80"
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+			t.Fatalf("status %d over %s", resp.StatusCode, resp.Proto)
+		}
+		data := make([]byte, 1<<20)
+		_, _ = rand.Read(data)
+		go func() { _, _ = pw.Write(data); pw.Close() }()
+		back, err := io.ReadAll(resp.Body)
+		if err != nil || !bytes.Equal(back, data) {
+			t.Fatalf("echo through our server: %d bytes, %v", len(back), err)
+		}
+	})
+}
+
+// Requests that are not CONNECT, or lack an authority, are refused per
+// stream; the connection carries on.
+func TestServerRejectsMalformedRequests(t *testing.T) {
+	cli, srv := tlsPair(t)
+	called := make(chan string, 4)
+	addr := listen(t, srv, func(s *Stream) { called <- s.Authority; echo(s) })
+	tr := &http.Transport{TLSClientConfig: cli, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
+	if resp, err := tr.RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("GET answered %d; want the stream refused", resp.StatusCode)
+	}
+	select {
+	case a := <-called:
+		t.Fatalf("handler called for a GET (authority %q)", a)
+	default:
+	}
+}

@@ -1,0 +1,239 @@
+package hbone
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Stream is one CONNECT tunnel: a byte stream in each direction. Read and
+// Write may be called from different goroutines, as io.Copy in each
+// direction does.
+type Stream struct {
+	c  *conn
+	id uint32
+
+	// Authority is the target the client asked for (:authority).
+	Authority string
+	// Header holds the request's regular header fields (lowercase names),
+	// on the server side.
+	Header map[string][]string
+
+	resp chan response // client: the server's answer
+
+	// Guarded by c.mu.
+	rcond      *sync.Cond
+	rbuf       []byte
+	roff       int
+	recvEOF    bool
+	recvWindow int32
+	unacked    int32
+	sendWindow int32
+	sentEnd    bool
+	responded  bool
+	reset      error
+}
+
+// response is the server's answer to a CONNECT, or the error that ended
+// the stream before one came.
+type response struct {
+	err    error
+	status string
+	header map[string][]string
+	ended  bool
+}
+
+func (c *conn) makeStream(id uint32) *Stream {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := &Stream{
+		c:          c,
+		id:         id,
+		resp:       make(chan response, 1),
+		recvWindow: streamWindow,
+		sendWindow: c.peerInitWindow,
+	}
+	s.rcond = sync.NewCond(&c.mu)
+	return s
+}
+
+// pushLocked appends received bytes, compacting what was already read so
+// the buffer stays bounded by the stream window.
+func (s *Stream) pushLocked(p []byte) {
+	if s.roff > 0 && s.roff >= len(s.rbuf)/2 {
+		n := copy(s.rbuf, s.rbuf[s.roff:])
+		s.rbuf = s.rbuf[:n]
+		s.roff = 0
+	}
+	s.rbuf = append(s.rbuf, p...)
+}
+
+// resetLocked fails the stream for both directions.
+func (s *Stream) resetLocked(err error) {
+	if s.reset == nil {
+		s.reset = err
+		select {
+		case s.resp <- response{err: err}:
+		default:
+		}
+	}
+	s.rcond.Broadcast()
+	s.c.sendCond.Broadcast()
+	s.c.maybeForgetLocked(s)
+}
+
+// Read reads tunnelled bytes; io.EOF once the peer closed its direction.
+func (s *Stream) Read(p []byte) (int, error) {
+	c := s.c
+	c.mu.Lock()
+	for len(s.rbuf) == s.roff && !s.recvEOF && s.reset == nil {
+		s.rcond.Wait()
+	}
+	if len(s.rbuf) == s.roff {
+		err := s.reset
+		if err == nil {
+			err = io.EOF
+		}
+		c.mu.Unlock()
+		return 0, err
+	}
+	n := copy(p, s.rbuf[s.roff:])
+	s.roff += n
+	if s.roff == len(s.rbuf) {
+		s.rbuf, s.roff = s.rbuf[:0], 0
+	}
+	// Hand the credit back in batches: a WINDOW_UPDATE per read would
+	// cost a frame for every few kilobytes.
+	s.unacked += int32(n)
+	c.recvUnacked += int32(n)
+	var streamInc uint32
+	if s.unacked >= streamWindow/4 && !s.recvEOF && s.reset == nil {
+		streamInc = uint32(s.unacked)
+		s.recvWindow += s.unacked
+		s.unacked = 0
+	}
+	connInc := c.takeConnCreditLocked()
+	c.mu.Unlock()
+	if streamInc > 0 || connInc > 0 {
+		_ = c.write(func() error {
+			if streamInc > 0 {
+				if err := c.fr.WriteWindowUpdate(s.id, streamInc); err != nil {
+					return err
+				}
+			}
+			if connInc > 0 {
+				return c.fr.WriteWindowUpdate(0, connInc)
+			}
+			return nil
+		})
+	}
+	return n, nil
+}
+
+// Write sends bytes through the tunnel, waiting for flow-control credit.
+func (s *Stream) Write(p []byte) (int, error) {
+	c := s.c
+	written := 0
+	for len(p) > 0 {
+		c.mu.Lock()
+		for s.reset == nil && !s.sentEnd && (c.sendWindow <= 0 || s.sendWindow <= 0) {
+			c.sendCond.Wait()
+		}
+		if s.reset != nil || s.sentEnd {
+			err := s.reset
+			if err == nil {
+				err = errWriteAfterClose
+			}
+			c.mu.Unlock()
+			return written, err
+		}
+		n := min(len(p), int(c.sendWindow), int(s.sendWindow), int(c.peerMaxFrame), maxWriteFrame)
+		c.sendWindow -= int32(n)
+		s.sendWindow -= int32(n)
+		c.mu.Unlock()
+		if err := c.write(func() error { return c.fr.WriteData(s.id, false, p[:n]) }); err != nil {
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+var errWriteAfterClose = errors.New("hbone: write after CloseWrite")
+
+// CloseWrite ends our direction of the tunnel (END_STREAM), like a TCP FIN;
+// the peer's direction stays open.
+func (s *Stream) CloseWrite() error {
+	c := s.c
+	c.mu.Lock()
+	if s.sentEnd || s.reset != nil {
+		c.mu.Unlock()
+		return nil
+	}
+	s.sentEnd = true
+	c.mu.Unlock()
+	err := c.write(func() error { return c.fr.WriteData(s.id, true, nil) })
+	c.mu.Lock()
+	c.maybeForgetLocked(s)
+	c.mu.Unlock()
+	return err
+}
+
+// Close ends the tunnel. A tunnel that did not end cleanly in both
+// directions is reset (RST_STREAM CANCEL), like a TCP RST.
+func (s *Stream) Close() error {
+	c := s.c
+	c.mu.Lock()
+	clean := s.sentEnd && s.recvEOF
+	already := s.reset != nil
+	s.resetLocked(net.ErrClosed)
+	c.mu.Unlock()
+	if clean || already {
+		return nil
+	}
+	return c.write(func() error { return c.fr.WriteRSTStream(s.id, http2.ErrCodeCancel) })
+}
+
+// Respond answers a CONNECT request on the server side: 200 once the
+// upstream connection is up, any other status to refuse (which also ends
+// the stream).
+func (s *Stream) Respond(status int) error {
+	c := s.c
+	c.mu.Lock()
+	if s.responded || s.reset != nil {
+		err := s.reset
+		c.mu.Unlock()
+		if err == nil {
+			err = errors.New("hbone: already responded")
+		}
+		return err
+	}
+	s.responded = true
+	end := status != 200
+	if end {
+		s.sentEnd = true
+	}
+	c.mu.Unlock()
+	err := c.write(func() error {
+		return c.writeHeadersLocked(s.id, end, []hpack.HeaderField{{Name: ":status", Value: strconv.Itoa(status)}})
+	})
+	if end {
+		c.mu.Lock()
+		// The client's direction is of no interest once refused.
+		s.resetLocked(errRefused)
+		c.mu.Unlock()
+	}
+	return err
+}
+
+var errRefused = errors.New("hbone: request refused")
+
+// Conn returns the connection the stream rides on, e.g. to read the peer's
+// TLS state.
+func (s *Stream) Conn() net.Conn { return s.c.nc }
