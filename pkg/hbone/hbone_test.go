@@ -19,6 +19,8 @@ import (
 
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
 	"github.com/ambient-mesh/mesh/pkg/spiffe/spiffetest"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // tlsPair returns client and server TLS configs for mesh identities issued
@@ -351,21 +353,65 @@ func TestInteropWithNetHTTP(t *testing.T) {
 }
 
 // Requests that are not CONNECT, or lack an authority, are refused per
-// stream; the connection carries on.
+// stream (RST_STREAM PROTOCOL_ERROR) and never reach the handler; the
+// connection carries on.
 func TestServerRejectsMalformedRequests(t *testing.T) {
 	cli, srv := tlsPair(t)
 	called := make(chan string, 4)
 	addr := listen(t, srv, func(s *Stream) { called <- s.Authority; echo(s) })
-	tr := &http.Transport{TLSClientConfig: cli, ForceAttemptHTTP2: true}
-	defer tr.CloseIdleConnections()
-	req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
-	if resp, err := tr.RoundTrip(req); err == nil {
-		resp.Body.Close()
-		t.Fatalf("GET answered %d; want the stream refused", resp.StatusCode)
+	nc, err := tls.Dial("tcp", addr, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := nc.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(nc, nc)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	request := func(id uint32, fields ...string) {
+		hb.Reset()
+		for i := 0; i < len(fields); i += 2 {
+			_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = fr.WriteSettings()
+	request(1, ":method", "GET", ":scheme", "https", ":path", "/", ":authority", "10.0.0.1:80")
+	request(3, ":method", "CONNECT")
+	request(5, ":method", "CONNECT", ":authority", "10.0.0.1:80", ":path", "/")
+	request(7, ":method", "CONNECT", ":authority", "10.0.0.1:80")
+	// Resets for the three malformed streams, a 200 for the good one.
+	want := map[uint32]bool{1: true, 3: true, 5: true, 7: true}
+	for len(want) > 0 {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("waiting for resets of %v: %v", want, err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			if f.StreamID == 7 || !want[f.StreamID] || f.ErrCode != http2.ErrCodeProtocol {
+				t.Fatalf("unexpected reset of stream %d (%v)", f.StreamID, f.ErrCode)
+			}
+			delete(want, f.StreamID)
+		case *http2.MetaHeadersFrame:
+			if f.StreamID != 7 || f.PseudoValue("status") != "200" {
+				t.Fatalf("unexpected response on stream %d: %v", f.StreamID, f.Fields)
+			}
+			delete(want, 7)
+		}
+	}
+	if a := <-called; a != "10.0.0.1:80" {
+		t.Fatalf("handler called with %q", a)
 	}
 	select {
 	case a := <-called:
-		t.Fatalf("handler called for a GET (authority %q)", a)
+		t.Fatalf("handler called for a malformed request (authority %q)", a)
 	default:
 	}
 }
