@@ -37,7 +37,8 @@ KUBECONFIG_LOCAL := $(CLUSTER_STATE)/admin.kubeconfig
 export NODES CLUSTER_STATE KUBE_BIN IMAGES_DIR PAUSE_IMAGE COREDNS_IMAGE ECHO_IMAGE TOOLBOX_IMAGE KUBECTL HUB TAG
 
 DEBIAN_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack \
-	nftables iproute2 util-linux mount kmod procps tcpdump socat ethtool busybox-static
+	nftables iproute2 util-linux mount kmod procps tcpdump socat ethtool busybox-static \
+	protobuf-compiler libprotobuf-dev
 
 KUBE_TOOLS_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
@@ -109,13 +110,14 @@ lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*')); \
 		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## generate: regenerate generated code
-generate:
+## generate: regenerate generated code (protoc from Debian, protoc-gen-go from tools/proto)
+generate: deps-debian
+	@command -v protoc >/dev/null || { echo "generate: protoc not found (Debian package protobuf-compiler)" >&2; exit 1; }
 	go generate ./...
 
 ## unit: unit tests, with the race detector
 unit:
-	go test -race -count=1 ./...
+	go test -race -count=1 -timeout 5m ./...
 
 ## e2e: end-to-end tests on the local cluster (brought up, and down again, if not already running)
 e2e: deps build images
