@@ -52,7 +52,7 @@ KUBE_TOOLS_LDFLAGS := -s -w \
 # Static binaries for images: no libc, so any base (or none) will do.
 STATIC := CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags=-s
 
-.PHONY: deps deps-debian build test unit e2e bench generate lint images cluster-up cluster-down demo clean
+.PHONY: deps deps-debian build test unit e2e bench generate check-generate lint images cluster-up cluster-down demo clean
 
 ## deps: install every Debian package and Go-built tool the project needs (idempotent)
 deps: deps-debian $(KUBE_BIN)/.built $(COREDNS_BIN) $(STATICCHECK)
@@ -115,6 +115,13 @@ generate: deps-debian
 	@command -v protoc >/dev/null || { echo "generate: protoc not found (Debian package protobuf-compiler)" >&2; exit 1; }
 	go generate ./...
 
+## check-generate: fail when generated code differs from what `make generate` produces
+check-generate: generate
+	@gen="'*.pb.go' '*_bpfel.go' '*_bpfeb.go' '*_bpfel.o' '*_bpfeb.o'"; \
+	if ! eval git diff --quiet -- $$gen || [ -n "$$(eval git ls-files --others --exclude-standard -- $$gen)" ]; then \
+		echo "generated files are stale; run make generate and commit:"; \
+		eval git diff --stat -- $$gen; eval git ls-files --others --exclude-standard -- $$gen; exit 1; fi
+
 ## unit: unit tests, with the race detector
 unit:
 	go test -race -count=1 -timeout 5m ./...
@@ -130,7 +137,7 @@ e2e: deps build images
 	exit $$rc
 
 ## test: everything CI runs
-test: deps lint unit e2e
+test: deps lint check-generate unit e2e
 
 ## bench: benchmarks
 bench:
