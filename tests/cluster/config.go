@@ -60,10 +60,15 @@ type Node struct {
 func (c *Config) NodeList() []Node {
 	nodes := make([]Node, c.Nodes)
 	for i := range nodes {
-		n := i + 1
-		nodes[i] = Node{Index: n, Name: fmt.Sprintf("node%d", n), IP: fmt.Sprintf("10.250.0.%d", 10+n)}
+		nodes[i] = nodeAt(i + 1)
 	}
 	return nodes
+}
+
+// nodeAt is node number i (from 1): its name and underlay address follow
+// from the number.
+func nodeAt(i int) Node {
+	return Node{Index: i, Name: fmt.Sprintf("node%d", i), IP: fmt.Sprintf("10.250.0.%d", 10+i)}
 }
 
 // Validate reports a configuration the harness cannot build.

@@ -20,7 +20,11 @@ import (
 // half-finished Up or a crashed harness.
 func (c *Config) Down() error {
 	var errs []error
-	for _, n := range c.nodesOnMachine() {
+	owned, foreign := c.nodesOnMachine()
+	if len(foreign) > 0 {
+		c.progress("leaving %v alone: they belong to a cluster with another state directory", foreign)
+	}
+	for _, n := range owned {
 		c.progress("%s: stopping", n.Name)
 		if err := c.downNode(n); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
@@ -30,13 +34,13 @@ func (c *Config) Down() error {
 	for _, d := range []*daemon{c.scheduler(), c.controllerManager(), c.apiserver(), c.etcd()} {
 		d.stop(10 * time.Second)
 	}
-	if linkExists("", UnderlayBridge) {
+	if linkExists("", UnderlayBridge) && len(foreign) == 0 {
 		if err := run("ip", "link", "del", UnderlayBridge); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	saved := filepath.Join(c.StateDir, "host-ip-forward")
-	if orig, err := os.ReadFile(saved); err == nil {
+	if orig, err := os.ReadFile(saved); err == nil && len(foreign) == 0 {
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", orig, 0o644); err != nil {
 			errs = append(errs, err)
 		}
@@ -66,45 +70,32 @@ func (c *Config) Down() error {
 	if err := os.RemoveAll(c.StateDir); err != nil {
 		return err
 	}
-	if left := c.leftovers(); len(left) > 0 {
+	if left := c.leftovers(owned); len(left) > 0 {
 		return fmt.Errorf("left behind after teardown: %s", strings.Join(left, "; "))
 	}
 	c.progress("down")
 	return nil
 }
 
-// leftovers lists anything of the cluster still on the machine: node
-// network namespaces, links, cgroups, processes running its binaries or
-// using its state, and mounts under its state directory.
-func (c *Config) leftovers() []string {
+// leftovers lists anything of the cluster still on the machine: the given
+// nodes' network namespaces, links and cgroups, processes using its state
+// directory (every daemon's command line names it), and mounts under it.
+func (c *Config) leftovers(nodes []Node) []string {
 	var left []string
-	if entries, err := os.ReadDir("/run/netns"); err == nil {
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), nodePrefix) {
-				left = append(left, "netns "+e.Name())
-			}
+	for _, n := range nodes {
+		if fileExists(c.nodeNetNS(n)) {
+			left = append(left, "netns "+c.nodeNetNSName(n))
 		}
-	}
-	if linkExists("", UnderlayBridge) {
-		left = append(left, "link "+UnderlayBridge)
-	}
-	if entries, err := os.ReadDir("/sys/class/net"); err == nil {
-		for _, e := range entries {
-			if strings.HasPrefix(e.Name(), nodePrefix) {
-				left = append(left, "link "+e.Name())
-			}
+		if linkExists("", c.nodeNetNSName(n)) {
+			left = append(left, "link "+c.nodeNetNSName(n))
 		}
-	}
-	for _, ctrl := range cgroupControllers() {
-		entries, _ := os.ReadDir(ctrl)
-		for _, e := range entries {
-			if i, err := strconv.Atoi(strings.TrimPrefix(e.Name(), "node")); err == nil && i > 0 && e.IsDir() && strings.HasPrefix(e.Name(), "node") {
-				left = append(left, "cgroup "+filepath.Join(ctrl, e.Name()))
+		for _, ctrl := range cgroupControllers() {
+			if fileExists(filepath.Join(ctrl, n.Name)) {
+				left = append(left, "cgroup "+filepath.Join(ctrl, n.Name))
 			}
 		}
 	}
 	abs, _ := filepath.Abs(c.StateDir)
-	bins, _ := filepath.Abs(c.KubeBinDir)
 	// The commands that called this one (make, a shell) name the state
 	// directory too, and are not the cluster's.
 	ancestors := map[int]bool{}
@@ -118,7 +109,7 @@ func (c *Config) leftovers() []string {
 			continue
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if (abs != "" && strings.Contains(string(cmdline), abs+"/")) || (c.KubeBinDir != "" && strings.Contains(string(cmdline), bins+"/")) {
+		if abs != "" && strings.Contains(string(cmdline), abs+"/") {
 			left = append(left, fmt.Sprintf("process %d (%s)", pid, strings.ReplaceAll(string(cmdline), "\x00", " ")))
 		}
 	}
@@ -130,12 +121,15 @@ func (c *Config) leftovers() []string {
 	return left
 }
 
-// nodesOnMachine finds the nodes that exist, whatever Config.Nodes says now:
-// from their network namespaces, mount namespaces and state directories.
-func (c *Config) nodesOnMachine() []Node {
+// nodesOnMachine finds the nodes that exist, whatever Config.Nodes says
+// now, from their network namespaces, state directories and cgroups. A node
+// is this cluster's when its state directory is under StateDir; a node
+// namespace without one belongs to another checkout's cluster and is left
+// alone.
+func (c *Config) nodesOnMachine() (owned, foreign []Node) {
 	seen := map[int]bool{}
 	add := func(name string) {
-		if i, err := strconv.Atoi(strings.TrimPrefix(name, "node")); err == nil && strings.HasPrefix(name, "node") {
+		if i, err := strconv.Atoi(strings.TrimPrefix(name, "node")); err == nil && i > 0 && strings.HasPrefix(name, "node") {
 			seen[i] = true
 		}
 	}
@@ -151,33 +145,20 @@ func (c *Config) nodesOnMachine() []Node {
 			add(e.Name())
 		}
 	}
-	// Every hierarchy has the same /<node> cgroups; one is enough to look at.
-	if ctrls := cgroupControllers(); len(ctrls) > 0 {
-		if entries, err := os.ReadDir(ctrls[0]); err == nil {
-			for _, e := range entries {
-				if e.IsDir() {
-					add(e.Name())
-				}
-			}
-		}
-	}
 	var idx []int
 	for i := range seen {
 		idx = append(idx, i)
 	}
 	sort.Ints(idx)
-	cfg := *c
-	cfg.Nodes = 0
-	if len(idx) > 0 {
-		cfg.Nodes = idx[len(idx)-1]
-	}
-	var out []Node
-	for _, n := range cfg.NodeList() {
-		if seen[n.Index] {
-			out = append(out, n)
+	for _, i := range idx {
+		n := nodeAt(i)
+		if fileExists(c.nodeDir(n)) {
+			owned = append(owned, n)
+		} else {
+			foreign = append(foreign, n)
 		}
 	}
-	return out
+	return owned, foreign
 }
 
 func (c *Config) downNode(n Node) error {
