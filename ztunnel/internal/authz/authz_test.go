@@ -1,0 +1,218 @@
+package authz
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/ambient-mesh/mesh/pkg/spiffe"
+	"github.com/ambient-mesh/mesh/pkg/workloadapi/security"
+)
+
+var (
+	sleep = spiffe.Identity{TrustDomain: "cluster.local", Namespace: "foo", ServiceAccount: "sleep"}
+	other = spiffe.Identity{TrustDomain: "cluster.local", Namespace: "bar", ServiceAccount: "curl"}
+)
+
+func conn(src spiffe.Identity, srcIP, dst string) Conn {
+	return Conn{Source: src, Src: netip.AddrPortFrom(netip.MustParseAddr(srcIP), 40000), Dst: netip.MustParseAddrPort(dst)}
+}
+
+func exactM(s string) *security.StringMatch {
+	return &security.StringMatch{MatchType: &security.StringMatch_Exact{Exact: s}}
+}
+func prefixM(s string) *security.StringMatch {
+	return &security.StringMatch{MatchType: &security.StringMatch_Prefix{Prefix: s}}
+}
+func suffixM(s string) *security.StringMatch {
+	return &security.StringMatch{MatchType: &security.StringMatch_Suffix{Suffix: s}}
+}
+func presenceM() *security.StringMatch {
+	return &security.StringMatch{MatchType: &security.StringMatch_Presence{Presence: &emptypb.Empty{}}}
+}
+func cidr(s string) *security.Address {
+	p := netip.MustParsePrefix(s)
+	return &security.Address{Address: p.Addr().AsSlice(), Length: uint32(p.Bits())}
+}
+
+// policy builds an Authorization with one group of one rule per match set.
+func policy(name string, action security.Action, groups ...[]*security.Rules) *security.Authorization {
+	a := &security.Authorization{Name: name, Namespace: "foo", Scope: security.Scope_NAMESPACE, Action: action}
+	for _, g := range groups {
+		a.Groups = append(a.Groups, &security.Group{Rules: g})
+	}
+	return a
+}
+
+func rule(ms ...*security.Match) *security.Rules { return &security.Rules{Matches: ms} }
+
+func compile(t *testing.T, as ...*security.Authorization) []*Policy {
+	t.Helper()
+	var ps []*Policy
+	for _, a := range as {
+		p, err := Compile(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+func TestMatchFields(t *testing.T) {
+	tls := conn(sleep, "10.0.0.1", "10.0.1.5:8080")
+	plain := conn(spiffe.Identity{}, "10.0.0.1", "10.0.1.5:8080")
+	for _, tc := range []struct {
+		name string
+		m    *security.Match
+		c    Conn
+		want bool
+	}{
+		{"principal exact", &security.Match{Principals: []*security.StringMatch{exactM("cluster.local/ns/foo/sa/sleep")}}, tls, true},
+		{"principal with scheme never matches", &security.Match{Principals: []*security.StringMatch{exactM("spiffe://cluster.local/ns/foo/sa/sleep")}}, tls, false},
+		{"principal prefix", &security.Match{Principals: []*security.StringMatch{prefixM("cluster.local/ns/foo/")}}, tls, true},
+		{"principal suffix", &security.Match{Principals: []*security.StringMatch{suffixM("/sa/sleep")}}, tls, true},
+		{"principal presence, mTLS", &security.Match{Principals: []*security.StringMatch{presenceM()}}, tls, true},
+		{"principal presence, plaintext", &security.Match{Principals: []*security.StringMatch{presenceM()}}, plain, false},
+		{"not principal, plaintext", &security.Match{NotPrincipals: []*security.StringMatch{presenceM()}}, plain, true},
+		{"not principal excludes", &security.Match{NotPrincipals: []*security.StringMatch{exactM("cluster.local/ns/foo/sa/sleep")}}, tls, false},
+		{"namespace", &security.Match{Namespaces: []*security.StringMatch{exactM("foo")}}, tls, true},
+		{"namespace, plaintext", &security.Match{Namespaces: []*security.StringMatch{exactM("foo")}}, plain, false},
+		{"one of namespaces", &security.Match{Namespaces: []*security.StringMatch{exactM("x"), exactM("foo")}}, tls, true},
+		{"service account", &security.Match{ServiceAccounts: []*security.ServiceAccountMatch{{Namespace: "foo", ServiceAccount: "sleep"}}}, tls, true},
+		{"service account other ns", &security.Match{ServiceAccounts: []*security.ServiceAccountMatch{{Namespace: "bar", ServiceAccount: "sleep"}}}, tls, false},
+		{"not service account", &security.Match{NotServiceAccounts: []*security.ServiceAccountMatch{{Namespace: "foo", ServiceAccount: "sleep"}}}, tls, false},
+		{"source ip", &security.Match{SourceIps: []*security.Address{cidr("10.0.0.0/24")}}, tls, true},
+		{"not source ip", &security.Match{NotSourceIps: []*security.Address{cidr("10.0.0.1/32")}}, tls, false},
+		{"destination ip", &security.Match{DestinationIps: []*security.Address{cidr("10.0.1.5/32")}}, tls, true},
+		{"destination ip miss", &security.Match{DestinationIps: []*security.Address{cidr("10.0.2.0/24")}}, tls, false},
+		{"port", &security.Match{DestinationPorts: []uint32{80, 8080}}, tls, true},
+		{"not port", &security.Match{NotDestinationPorts: []uint32{8080}}, tls, false},
+		{"all fields must hold", &security.Match{Namespaces: []*security.StringMatch{exactM("foo")}, DestinationPorts: []uint32{9090}}, tls, false},
+		{"empty match matches nothing", &security.Match{}, tls, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := compile(t, policy("p", security.Action_ALLOW, []*security.Rules{rule(tc.m)}))[0]
+			if got := p.Matches(tc.c); got != tc.want {
+				t.Fatalf("Matches = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNesting(t *testing.T) {
+	// (namespace a OR namespace foo) AND port 80, as Istio's "from" and
+	// "to" clauses of one rule; a second group allows port 9090 to anyone.
+	p := compile(t, policy("p", security.Action_ALLOW,
+		[]*security.Rules{
+			rule(&security.Match{Namespaces: []*security.StringMatch{exactM("a")}}, &security.Match{Namespaces: []*security.StringMatch{exactM("foo")}}),
+			rule(&security.Match{DestinationPorts: []uint32{80}}),
+		},
+		[]*security.Rules{rule(&security.Match{DestinationPorts: []uint32{9090}})},
+	))[0]
+	for _, tc := range []struct {
+		c    Conn
+		want bool
+	}{
+		{conn(sleep, "10.0.0.1", "10.0.1.5:80"), true},
+		{conn(other, "10.0.0.1", "10.0.1.5:80"), false},
+		{conn(sleep, "10.0.0.1", "10.0.1.5:81"), false},
+		{conn(other, "10.0.0.1", "10.0.1.5:9090"), true},
+	} {
+		if got := p.Matches(tc.c); got != tc.want {
+			t.Errorf("%v: Matches = %v, want %v", tc.c, got, tc.want)
+		}
+	}
+}
+
+func TestEmptyShapes(t *testing.T) {
+	c := conn(sleep, "10.0.0.1", "10.0.1.5:80")
+	for _, tc := range []struct {
+		name string
+		a    *security.Authorization
+		want bool
+	}{
+		{"no groups", policy("p", security.Action_ALLOW), false},
+		{"a group without rules", policy("p", security.Action_ALLOW, []*security.Rules{}), true},
+		{"a rule without matches", policy("p", security.Action_ALLOW, []*security.Rules{rule()}), true},
+		{"a rule with only an empty match", policy("p", security.Action_ALLOW, []*security.Rules{rule(&security.Match{})}), false},
+	} {
+		if got := compile(t, tc.a)[0].Matches(c); got != tc.want {
+			t.Errorf("%s: Matches = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Istio's semantics across policies: DENY first, then ALLOW if any exists.
+func TestDecide(t *testing.T) {
+	allowSleep := policy("allow-sleep", security.Action_ALLOW, []*security.Rules{rule(&security.Match{Principals: []*security.StringMatch{exactM("cluster.local/ns/foo/sa/sleep")}})})
+	allowNothing := policy("allow-nothing", security.Action_ALLOW)
+	denyPort := policy("deny-9090", security.Action_DENY, []*security.Rules{rule(&security.Match{DestinationPorts: []uint32{9090}})})
+	denyPlaintext := policy("deny-plaintext", security.Action_DENY, []*security.Rules{rule(&security.Match{NotPrincipals: []*security.StringMatch{presenceM()}})})
+	allowAll := policy("allow-all", security.Action_ALLOW, []*security.Rules{})
+
+	sleep80 := conn(sleep, "10.0.0.1", "10.0.1.5:80")
+	other80 := conn(other, "10.0.0.2", "10.0.1.5:80")
+	sleep9090 := conn(sleep, "10.0.0.1", "10.0.1.5:9090")
+	plain80 := conn(spiffe.Identity{}, "10.0.0.3", "10.0.1.5:80")
+	for _, tc := range []struct {
+		name     string
+		policies []*security.Authorization
+		c        Conn
+		allow    bool
+		by       string
+	}{
+		{"no policies allow", nil, other80, true, ""},
+		{"allow-nothing denies", []*security.Authorization{allowNothing}, sleep80, false, ""},
+		{"allowed principal", []*security.Authorization{allowSleep}, sleep80, true, "foo/allow-sleep"},
+		{"other principal refused", []*security.Authorization{allowSleep}, other80, false, ""},
+		{"deny wins over allow", []*security.Authorization{allowSleep, denyPort}, sleep9090, false, "foo/deny-9090"},
+		{"deny alone lets the rest in", []*security.Authorization{denyPort}, other80, true, ""},
+		{"STRICT-like deny of plaintext", []*security.Authorization{denyPlaintext, allowAll}, plain80, false, "foo/deny-plaintext"},
+		{"allow-all lets mTLS in", []*security.Authorization{denyPlaintext, allowAll}, other80, true, "foo/allow-all"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(compile(t, tc.policies...), tc.c)
+			if d.Allow != tc.allow || d.Policy != tc.by {
+				t.Fatalf("Decide = %+v, want allow=%v by %q", d, tc.allow, tc.by)
+			}
+		})
+	}
+}
+
+func TestApplies(t *testing.T) {
+	global := &Policy{Name: "g", Namespace: "istio-system", Scope: security.Scope_GLOBAL}
+	ns := &Policy{Name: "n", Namespace: "foo", Scope: security.Scope_NAMESPACE}
+	sel := &Policy{Name: "s", Namespace: "foo", Scope: security.Scope_WORKLOAD_SELECTOR}
+	if !global.Applies("bar", nil) || !ns.Applies("foo", nil) || ns.Applies("bar", nil) {
+		t.Error("scope GLOBAL or NAMESPACE misapplied")
+	}
+	if sel.Applies("foo", nil) || !sel.Applies("foo", []string{"foo/s"}) || sel.Applies("foo", []string{"bar/s"}) {
+		t.Error("WORKLOAD_SELECTOR misapplied")
+	}
+}
+
+func TestCompileRejectsBadResources(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		a     *security.Authorization
+		field string
+	}{
+		{"no name", &security.Authorization{Namespace: "foo"}, "name"},
+		{"bad action", &security.Authorization{Name: "p", Namespace: "foo", Action: 7}, "action"},
+		{"bad scope", &security.Authorization{Name: "p", Namespace: "foo", Scope: 9}, "scope"},
+		{"bad port", policy("p", security.Action_ALLOW, []*security.Rules{rule(&security.Match{DestinationPorts: []uint32{70000}})}), "destination_ports[0]"},
+		{"bad address", policy("p", security.Action_ALLOW, []*security.Rules{rule(&security.Match{SourceIps: []*security.Address{{Address: []byte{1, 2, 3}, Length: 8}}})}), "source_ips[0]"},
+		{"bad prefix length", policy("p", security.Action_ALLOW, []*security.Rules{rule(&security.Match{DestinationIps: []*security.Address{{Address: []byte{10, 0, 0, 0}, Length: 33}}})}), "destination_ips[0]"},
+		{"string match without type", policy("p", security.Action_ALLOW, []*security.Rules{rule(&security.Match{Principals: []*security.StringMatch{{}}})}), "principals[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Compile(tc.a)
+			if err == nil || !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("Compile: %v; want an error naming %q", err, tc.field)
+			}
+		})
+	}
+}

@@ -1,0 +1,249 @@
+package authz
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/ambient-mesh/mesh/pkg/spiffe"
+	"github.com/ambient-mesh/mesh/pkg/workloadapi/security"
+)
+
+// Conn is what authorization sees of a connection.
+type Conn struct {
+	// Source is the peer's verified identity; zero for plaintext.
+	Source spiffe.Identity
+	Src    netip.AddrPort
+	Dst    netip.AddrPort
+}
+
+// Policy is a compiled Authorization.
+type Policy struct {
+	Name      string
+	Namespace string
+	Scope     security.Scope
+	Deny      bool
+	groups    [][][]match
+}
+
+// Key names the policy as workloads and logs refer to it: namespace/name.
+func (p *Policy) Key() string { return p.Namespace + "/" + p.Name }
+
+type match struct {
+	namespaces, notNamespaces           []stringMatch
+	serviceAccounts, notServiceAccounts []saMatch
+	principals, notPrincipals           []stringMatch
+	srcIPs, notSrcIPs                   []netip.Prefix
+	dstIPs, notDstIPs                   []netip.Prefix
+	dstPorts, notDstPorts               []uint16
+}
+
+func (m *match) empty() bool {
+	return len(m.namespaces)+len(m.notNamespaces)+len(m.serviceAccounts)+len(m.notServiceAccounts)+
+		len(m.principals)+len(m.notPrincipals)+len(m.srcIPs)+len(m.notSrcIPs)+
+		len(m.dstIPs)+len(m.notDstIPs)+len(m.dstPorts)+len(m.notDstPorts) == 0
+}
+
+type stringMatch struct {
+	kind  int // exact, prefix, suffix, presence
+	value string
+}
+
+const (
+	exact = iota
+	prefix
+	suffix
+	presence
+)
+
+func (s stringMatch) matches(v string) bool {
+	switch s.kind {
+	case exact:
+		return v == s.value
+	case prefix:
+		return strings.HasPrefix(v, s.value)
+	case suffix:
+		return strings.HasSuffix(v, s.value)
+	default:
+		return v != ""
+	}
+}
+
+type saMatch struct{ namespace, name string }
+
+// Compile checks and compiles an Authorization. An error names the field;
+// the caller rejects (NACKs) the resource and keeps the last good version.
+func Compile(a *security.Authorization) (*Policy, error) {
+	if a.GetName() == "" || a.GetNamespace() == "" {
+		return nil, fmt.Errorf("authorization %s/%s: name and namespace are required", a.GetNamespace(), a.GetName())
+	}
+	p := &Policy{Name: a.GetName(), Namespace: a.GetNamespace(), Scope: a.GetScope()}
+	switch a.GetAction() {
+	case security.Action_ALLOW:
+	case security.Action_DENY:
+		p.Deny = true
+	default:
+		return nil, fmt.Errorf("authorization %s: unknown action %d", p.Key(), a.GetAction())
+	}
+	if _, ok := security.Scope_name[int32(a.GetScope())]; !ok {
+		return nil, fmt.Errorf("authorization %s: unknown scope %d", p.Key(), a.GetScope())
+	}
+	for gi, g := range a.GetGroups() {
+		var rules [][]match
+		for ri, r := range g.GetRules() {
+			var ms []match
+			for mi, m := range r.GetMatches() {
+				cm, err := compileMatch(m)
+				if err != nil {
+					return nil, fmt.Errorf("authorization %s: groups[%d].rules[%d].matches[%d]: %w", p.Key(), gi, ri, mi, err)
+				}
+				ms = append(ms, cm)
+			}
+			rules = append(rules, ms)
+		}
+		p.groups = append(p.groups, rules)
+	}
+	return p, nil
+}
+
+func compileMatch(m *security.Match) (match, error) {
+	var out match
+	var err error
+	strs := func(field string, in []*security.StringMatch) []stringMatch {
+		var res []stringMatch
+		for i, s := range in {
+			switch t := s.GetMatchType().(type) {
+			case *security.StringMatch_Exact:
+				res = append(res, stringMatch{exact, t.Exact})
+			case *security.StringMatch_Prefix:
+				res = append(res, stringMatch{prefix, t.Prefix})
+			case *security.StringMatch_Suffix:
+				res = append(res, stringMatch{suffix, t.Suffix})
+			case *security.StringMatch_Presence:
+				res = append(res, stringMatch{kind: presence})
+			default:
+				if err == nil {
+					err = fmt.Errorf("%s[%d]: no match type", field, i)
+				}
+			}
+		}
+		return res
+	}
+	sas := func(in []*security.ServiceAccountMatch) []saMatch {
+		var res []saMatch
+		for _, s := range in {
+			res = append(res, saMatch{s.GetNamespace(), s.GetServiceAccount()})
+		}
+		return res
+	}
+	prefixes := func(field string, in []*security.Address) []netip.Prefix {
+		var res []netip.Prefix
+		for i, a := range in {
+			addr, ok := netip.AddrFromSlice(a.GetAddress())
+			if !ok || int(a.GetLength()) > addr.BitLen() {
+				if err == nil {
+					err = fmt.Errorf("%s[%d]: bad address %x/%d", field, i, a.GetAddress(), a.GetLength())
+				}
+				continue
+			}
+			res = append(res, netip.PrefixFrom(addr, int(a.GetLength())).Masked())
+		}
+		return res
+	}
+	ports := func(field string, in []uint32) []uint16 {
+		var res []uint16
+		for i, p := range in {
+			if p > 65535 {
+				if err == nil {
+					err = fmt.Errorf("%s[%d]: port %d out of range", field, i, p)
+				}
+				continue
+			}
+			res = append(res, uint16(p))
+		}
+		return res
+	}
+	out.namespaces = strs("namespaces", m.GetNamespaces())
+	out.notNamespaces = strs("not_namespaces", m.GetNotNamespaces())
+	out.serviceAccounts = sas(m.GetServiceAccounts())
+	out.notServiceAccounts = sas(m.GetNotServiceAccounts())
+	out.principals = strs("principals", m.GetPrincipals())
+	out.notPrincipals = strs("not_principals", m.GetNotPrincipals())
+	out.srcIPs = prefixes("source_ips", m.GetSourceIps())
+	out.notSrcIPs = prefixes("not_source_ips", m.GetNotSourceIps())
+	out.dstIPs = prefixes("destination_ips", m.GetDestinationIps())
+	out.notDstIPs = prefixes("not_destination_ips", m.GetNotDestinationIps())
+	out.dstPorts = ports("destination_ports", m.GetDestinationPorts())
+	out.notDstPorts = ports("not_destination_ports", m.GetNotDestinationPorts())
+	return out, err
+}
+
+// Matches reports whether the policy's rules select the connection.
+func (p *Policy) Matches(c Conn) bool {
+	for _, group := range p.groups {
+		if groupMatches(group, c) {
+			return true
+		}
+	}
+	return false
+}
+
+func groupMatches(rules [][]match, c Conn) bool {
+	for _, rule := range rules {
+		if len(rule) == 0 {
+			continue // an empty rule constrains nothing
+		}
+		ok := false
+		for i := range rule {
+			if !rule[i].empty() && rule[i].matches(c) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *match) matches(c Conn) bool {
+	// Principals are written without the spiffe:// scheme; plaintext
+	// peers have no principal and no namespace.
+	principal, ns := "", ""
+	if !c.Source.IsZero() {
+		principal = strings.TrimPrefix(c.Source.String(), spiffe.Scheme)
+		ns = c.Source.Namespace
+	}
+	return both(m.namespaces, m.notNamespaces, func(s stringMatch) bool { return s.matches(ns) }) &&
+		both(m.serviceAccounts, m.notServiceAccounts, func(s saMatch) bool {
+			return !c.Source.IsZero() && s.namespace == c.Source.Namespace && s.name == c.Source.ServiceAccount
+		}) &&
+		both(m.principals, m.notPrincipals, func(s stringMatch) bool { return principal != "" && s.matches(principal) }) &&
+		both(m.srcIPs, m.notSrcIPs, func(p netip.Prefix) bool { return p.Contains(c.Src.Addr().Unmap()) }) &&
+		both(m.dstIPs, m.notDstIPs, func(p netip.Prefix) bool { return p.Contains(c.Dst.Addr().Unmap()) }) &&
+		both(m.dstPorts, m.notDstPorts, func(p uint16) bool { return p == c.Dst.Port() })
+}
+
+// both is one field of a match: some positive entry must hold if there are
+// any, and no negative entry may.
+func both[T any](pos, neg []T, holds func(T) bool) bool {
+	if len(pos) > 0 {
+		found := false
+		for _, v := range pos {
+			if holds(v) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	for _, v := range neg {
+		if holds(v) {
+			return false
+		}
+	}
+	return true
+}
