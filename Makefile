@@ -139,9 +139,10 @@ e2e: deps build images
 ## test: everything CI runs
 test: deps lint check-generate unit e2e
 
-## bench: benchmarks
+## bench: Go benchmarks, then the data-path benchmark on a netns topology (root), every ratio measured in one run
 bench:
 	go test -run '^$$' -bench . -benchmem ./...
+	go run ./tests/bench/cmd/netbench
 
 ## cluster-up: bring the local cluster up (idempotent) and show its nodes
 cluster-up: deps build images

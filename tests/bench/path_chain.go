@@ -1,0 +1,70 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+)
+
+// chainPath puts two forwarder processes between the pods, one per node,
+// the shape of a per-node proxy pair: client → forwarder in node1 →
+// forwarder in node2 → server. Redirection is explicit (the client dials
+// the first forwarder, which knows the target), so the figures are the cost
+// of the proxies alone. With tls, the hop between the nodes is mutual TLS
+// 1.3 with one TLS connection per client stream and no HTTP/2: the
+// practical ceiling of an encrypted two-proxy path in Go without kTLS.
+type chainPath struct {
+	name  string
+	tls   bool
+	procs []*Proc
+}
+
+func (p *chainPath) Name() string { return p.name }
+
+func (p *chainPath) Start(ctx context.Context, env *Env) (_ Endpoint, err error) {
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, p.Stop())
+		}
+	}()
+	t := env.Topo
+	// The second hop listens on the node network, as an inbound proxy
+	// port does; the first on the client pod's gateway, which the client
+	// reaches without leaving its node.
+	hop2 := netip.AddrPortFrom(t.Node2IP, env.Port())
+	hop1 := netip.AddrPortFrom(t.Node1PodGateway, env.Port())
+
+	args2 := []string{"-listen", hop2.String(), "-target", env.ServerAddr.String()}
+	args1 := []string{"-listen", hop1.String(), "-target", hop2.String()}
+	if p.tls {
+		n1, _ := env.PKI.Leaf(Node1ProxyID)
+		n2, _ := env.PKI.Leaf(Node2ProxyID)
+		args2 = append(args2, "-in", "tls", "-ca", env.PKI.CAFile, "-cert", n2.Cert, "-key", n2.Key, "-peer-id", n1.ID)
+		args1 = append(args1, "-out", "tls", "-ca", env.PKI.CAFile, "-cert", n1.Cert, "-key", n1.Key, "-peer-id", n2.ID)
+	}
+	// Downstream first, so each hop's target is up when it starts.
+	for _, h := range []struct {
+		ns   Netns
+		name string
+		args []string
+	}{
+		{t.Node2, p.name + "-node2", args2},
+		{t.Node1, p.name + "-node1", args1},
+	} {
+		proc, err := env.startChild(ctx, h.ns, h.name, roleForwarder, h.args...)
+		if err != nil {
+			return Endpoint{}, err
+		}
+		p.procs = append(p.procs, proc)
+	}
+	return Endpoint{Addr: hop1, Proxies: p.procs}, nil
+}
+
+func (p *chainPath) Stop() error {
+	var errs []error
+	for _, proc := range p.procs {
+		errs = append(errs, proc.Stop())
+	}
+	p.procs = nil
+	return errors.Join(errs...)
+}
