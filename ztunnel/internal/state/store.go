@@ -1,0 +1,246 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/ambient-mesh/mesh/pkg/workloadapi"
+	"github.com/ambient-mesh/mesh/pkg/workloadapi/security"
+	"github.com/ambient-mesh/mesh/ztunnel/internal/authz"
+)
+
+// Type URLs of the resources ztunnel subscribes to.
+const (
+	AddressType       = "type.googleapis.com/istio.workload.Address"
+	AuthorizationType = "type.googleapis.com/istio.security.Authorization"
+)
+
+// Resource is one named, versioned resource of a delta update.
+type Resource struct {
+	Name    string
+	Version string
+	Body    *anypb.Any
+}
+
+// Store holds the current resources. It is safe for concurrent use: xDS
+// writes, the data path reads.
+type Store struct {
+	mu sync.RWMutex
+	// versions per type, by resource name, for resuming a stream.
+	versions map[string]map[string]string
+
+	workloads map[string]*workloadapi.Workload // by resource name
+	services  map[string]*workloadapi.Service
+	policies  map[string]*authz.Policy
+
+	byIP  map[netip.Addr]*workloadapi.Workload
+	byVIP map[netip.Addr]*workloadapi.Service
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{
+		versions:  map[string]map[string]string{AddressType: {}, AuthorizationType: {}},
+		workloads: map[string]*workloadapi.Workload{},
+		services:  map[string]*workloadapi.Service{},
+		policies:  map[string]*authz.Policy{},
+		byIP:      map[netip.Addr]*workloadapi.Workload{},
+		byVIP:     map[netip.Addr]*workloadapi.Service{},
+	}
+}
+
+// Versions returns the stored resources' versions for a type, to resume an
+// xDS stream where it left off.
+func (s *Store) Versions(typeURL string) map[string]string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]string, len(s.versions[typeURL]))
+	for k, v := range s.versions[typeURL] {
+		out[k] = v
+	}
+	return out
+}
+
+// Apply merges one delta of typeURL. Valid resources are stored even when
+// others are rejected; the returned error lists every rejection.
+func (s *Store) Apply(typeURL string, updated []Resource, removed []string) error {
+	var errs []error
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vers, ok := s.versions[typeURL]
+	if !ok {
+		return fmt.Errorf("unknown resource type %s", typeURL)
+	}
+	for _, name := range removed {
+		s.removeLocked(typeURL, name)
+		delete(vers, name)
+	}
+	for _, r := range updated {
+		var err error
+		switch typeURL {
+		case AddressType:
+			err = s.applyAddressLocked(r)
+		case AuthorizationType:
+			err = s.applyAuthorizationLocked(r)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))
+			continue
+		}
+		vers[r.Name] = r.Version
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Store) removeLocked(typeURL, name string) {
+	switch typeURL {
+	case AddressType:
+		if w, ok := s.workloads[name]; ok {
+			for _, a := range w.GetAddresses() {
+				if ip, ok := netip.AddrFromSlice(a); ok && s.byIP[ip.Unmap()] == w {
+					delete(s.byIP, ip.Unmap())
+				}
+			}
+			delete(s.workloads, name)
+		}
+		if svc, ok := s.services[name]; ok {
+			for _, a := range svc.GetAddresses() {
+				if ip, ok := netip.AddrFromSlice(a.GetAddress()); ok && s.byVIP[ip.Unmap()] == svc {
+					delete(s.byVIP, ip.Unmap())
+				}
+			}
+			delete(s.services, name)
+		}
+	case AuthorizationType:
+		delete(s.policies, name)
+	}
+}
+
+func (s *Store) applyAddressLocked(r Resource) error {
+	var addr workloadapi.Address
+	if err := r.Body.UnmarshalTo(&addr); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	switch t := addr.GetType().(type) {
+	case *workloadapi.Address_Workload:
+		if err := validateWorkload(t.Workload); err != nil {
+			return err
+		}
+		s.removeLocked(AddressType, r.Name)
+		s.workloads[r.Name] = t.Workload
+		for _, a := range t.Workload.GetAddresses() {
+			ip, _ := netip.AddrFromSlice(a)
+			s.byIP[ip.Unmap()] = t.Workload
+		}
+	case *workloadapi.Address_Service:
+		if err := validateService(t.Service); err != nil {
+			return err
+		}
+		s.removeLocked(AddressType, r.Name)
+		s.services[r.Name] = t.Service
+		for _, a := range t.Service.GetAddresses() {
+			ip, _ := netip.AddrFromSlice(a.GetAddress())
+			s.byVIP[ip.Unmap()] = t.Service
+		}
+	default:
+		return errors.New("address is neither a workload nor a service")
+	}
+	return nil
+}
+
+func validateWorkload(w *workloadapi.Workload) error {
+	if w.GetUid() == "" {
+		return errors.New("workload: uid is required")
+	}
+	for i, a := range w.GetAddresses() {
+		if _, ok := netip.AddrFromSlice(a); !ok {
+			return fmt.Errorf("workload %s: addresses[%d]: %d bytes is not an IP address", w.GetUid(), i, len(a))
+		}
+	}
+	for svc, pl := range w.GetServices() {
+		for i, p := range pl.GetPorts() {
+			if p.GetServicePort() > 65535 || p.GetTargetPort() > 65535 {
+				return fmt.Errorf("workload %s: services[%s].ports[%d]: port out of range", w.GetUid(), svc, i)
+			}
+		}
+	}
+	return nil
+}
+
+func validateService(svc *workloadapi.Service) error {
+	if svc.GetHostname() == "" || svc.GetNamespace() == "" {
+		return errors.New("service: namespace and hostname are required")
+	}
+	for i, a := range svc.GetAddresses() {
+		if _, ok := netip.AddrFromSlice(a.GetAddress()); !ok {
+			return fmt.Errorf("service %s/%s: addresses[%d]: %d bytes is not an IP address", svc.GetNamespace(), svc.GetHostname(), i, len(a.GetAddress()))
+		}
+	}
+	for i, p := range svc.GetPorts() {
+		if p.GetServicePort() == 0 || p.GetServicePort() > 65535 || p.GetTargetPort() > 65535 {
+			return fmt.Errorf("service %s/%s: ports[%d]: port out of range", svc.GetNamespace(), svc.GetHostname(), i)
+		}
+	}
+	return nil
+}
+
+func (s *Store) applyAuthorizationLocked(r Resource) error {
+	var a security.Authorization
+	if err := r.Body.UnmarshalTo(&a); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	p, err := authz.Compile(&a)
+	if err != nil {
+		return err
+	}
+	s.policies[r.Name] = p
+	return nil
+}
+
+// WorkloadByIP returns the workload with this address.
+func (s *Store) WorkloadByIP(ip netip.Addr) *workloadapi.Workload {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.byIP[ip.Unmap()]
+}
+
+// ServiceByVIP returns the service with this virtual IP.
+func (s *Store) ServiceByVIP(ip netip.Addr) *workloadapi.Service {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.byVIP[ip.Unmap()]
+}
+
+// Endpoints returns the workloads behind a service ("namespace/hostname"),
+// healthy ones only, in a stable order.
+func (s *Store) Endpoints(serviceKey string) []*workloadapi.Workload {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*workloadapi.Workload
+	for _, w := range s.workloads {
+		if _, ok := w.GetServices()[serviceKey]; ok && w.GetStatus() == workloadapi.WorkloadStatus_HEALTHY {
+			out = append(out, w)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetUid() < out[j].GetUid() })
+	return out
+}
+
+// Policies returns the authorization policies that apply to a workload.
+func (s *Store) Policies(w *workloadapi.Workload) []*authz.Policy {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*authz.Policy
+	for _, p := range s.policies {
+		if p.Applies(w.GetNamespace(), w.GetAuthorizationPolicies()) {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}

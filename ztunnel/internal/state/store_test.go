@@ -1,0 +1,147 @@
+package state
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/ambient-mesh/mesh/pkg/workloadapi"
+	"github.com/ambient-mesh/mesh/pkg/workloadapi/security"
+)
+
+func pack(t *testing.T, m proto.Message) *anypb.Any {
+	t.Helper()
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func ip(s string) []byte { return netip.MustParseAddr(s).AsSlice() }
+
+func workload(uid, addr string, status workloadapi.WorkloadStatus, services ...string) *workloadapi.Address {
+	w := &workloadapi.Workload{Uid: uid, Name: uid, Namespace: "default", Addresses: [][]byte{ip(addr)}, Status: status,
+		TunnelProtocol: workloadapi.TunnelProtocol_HBONE, Services: map[string]*workloadapi.PortList{}}
+	for _, s := range services {
+		w.Services[s] = &workloadapi.PortList{Ports: []*workloadapi.Port{{ServicePort: 80, TargetPort: 8080}}}
+	}
+	return &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}}
+}
+
+func service(host, vip string) *workloadapi.Address {
+	return &workloadapi.Address{Type: &workloadapi.Address_Service{Service: &workloadapi.Service{
+		Name: strings.Split(host, ".")[0], Namespace: "default", Hostname: host,
+		Addresses: []*workloadapi.NetworkAddress{{Address: ip(vip)}},
+		Ports:     []*workloadapi.Port{{ServicePort: 80, TargetPort: 8080}},
+	}}}
+}
+
+func TestAddressesMergeAsDeltas(t *testing.T) {
+	s := New()
+	if err := s.Apply(AddressType, []Resource{
+		{Name: "c//Pod/default/echo-1", Version: "1", Body: pack(t, workload("c//Pod/default/echo-1", "10.244.0.5", workloadapi.WorkloadStatus_HEALTHY, "default/echo.default.svc.cluster.local"))},
+		{Name: "c//Pod/default/echo-2", Version: "1", Body: pack(t, workload("c//Pod/default/echo-2", "10.244.1.5", workloadapi.WorkloadStatus_UNHEALTHY, "default/echo.default.svc.cluster.local"))},
+		{Name: "default/echo.default.svc.cluster.local", Version: "1", Body: pack(t, service("echo.default.svc.cluster.local", "10.96.0.20"))},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if w := s.WorkloadByIP(netip.MustParseAddr("10.244.0.5")); w == nil || w.GetUid() != "c//Pod/default/echo-1" {
+		t.Fatalf("by IP: %v", w)
+	}
+	if svc := s.ServiceByVIP(netip.MustParseAddr("10.96.0.20")); svc == nil || svc.GetHostname() != "echo.default.svc.cluster.local" {
+		t.Fatalf("by VIP: %v", svc)
+	}
+	// Only the healthy endpoint is offered.
+	if eps := s.Endpoints("default/echo.default.svc.cluster.local"); len(eps) != 1 || eps[0].GetUid() != "c//Pod/default/echo-1" {
+		t.Fatalf("endpoints: %v", eps)
+	}
+
+	// A pod that moved address: the old address no longer finds it.
+	if err := s.Apply(AddressType, []Resource{{Name: "c//Pod/default/echo-1", Version: "2", Body: pack(t, workload("c//Pod/default/echo-1", "10.244.0.9", workloadapi.WorkloadStatus_HEALTHY))}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if w := s.WorkloadByIP(netip.MustParseAddr("10.244.0.5")); w != nil {
+		t.Fatalf("stale address still resolves to %v", w.GetUid())
+	}
+	if w := s.WorkloadByIP(netip.MustParseAddr("10.244.0.9")); w == nil {
+		t.Fatal("new address does not resolve")
+	}
+	// Removal drops the resource and its indexes, and nothing else.
+	if err := s.Apply(AddressType, nil, []string{"default/echo.default.svc.cluster.local"}); err != nil {
+		t.Fatal(err)
+	}
+	if s.ServiceByVIP(netip.MustParseAddr("10.96.0.20")) != nil {
+		t.Fatal("removed service still resolves")
+	}
+	if s.WorkloadByIP(netip.MustParseAddr("10.244.1.5")) == nil {
+		t.Fatal("removal of a service dropped a workload")
+	}
+	v := s.Versions(AddressType)
+	if v["c//Pod/default/echo-1"] != "2" || len(v) != 2 {
+		t.Fatalf("versions %v", v)
+	}
+}
+
+// A bad resource is rejected with its name and field, the good ones of the
+// same delta are applied, and the bad one's last good version stays.
+func TestInvalidResourceIsRejectedAlone(t *testing.T) {
+	s := New()
+	good := workload("c//Pod/default/a", "10.244.0.5", workloadapi.WorkloadStatus_HEALTHY)
+	if err := s.Apply(AddressType, []Resource{{Name: "c//Pod/default/a", Version: "1", Body: pack(t, good)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	bad := workload("c//Pod/default/a", "10.244.0.6", workloadapi.WorkloadStatus_HEALTHY)
+	bad.GetWorkload().Addresses = [][]byte{{10, 0, 0}}
+	err := s.Apply(AddressType, []Resource{
+		{Name: "c//Pod/default/a", Version: "2", Body: pack(t, bad)},
+		{Name: "c//Pod/default/b", Version: "1", Body: pack(t, workload("c//Pod/default/b", "10.244.0.7", workloadapi.WorkloadStatus_HEALTHY))},
+	}, nil)
+	if err == nil || !strings.Contains(err.Error(), "c//Pod/default/a") || !strings.Contains(err.Error(), "addresses[0]") {
+		t.Fatalf("error %v; want one naming the resource and the field", err)
+	}
+	if s.WorkloadByIP(netip.MustParseAddr("10.244.0.7")) == nil {
+		t.Error("a valid resource in the same delta was dropped")
+	}
+	if w := s.WorkloadByIP(netip.MustParseAddr("10.244.0.5")); w == nil {
+		t.Error("the last good version of the rejected resource was lost")
+	}
+	if v := s.Versions(AddressType)["c//Pod/default/a"]; v != "1" {
+		t.Errorf("rejected resource recorded at version %q, want 1", v)
+	}
+	if err := s.Apply(AddressType, []Resource{{Name: "x", Body: pack(t, &workloadapi.Address{})}}, nil); err == nil {
+		t.Error("an empty Address was accepted")
+	}
+}
+
+func TestPoliciesApplyByScope(t *testing.T) {
+	s := New()
+	mk := func(name, ns string, scope security.Scope) Resource {
+		return Resource{Name: ns + "/" + name, Version: "1", Body: pack(t, &security.Authorization{Name: name, Namespace: ns, Scope: scope, Action: security.Action_ALLOW})}
+	}
+	if err := s.Apply(AuthorizationType, []Resource{
+		mk("global", "istio-system", security.Scope_GLOBAL),
+		mk("ns", "default", security.Scope_NAMESPACE),
+		mk("other-ns", "other", security.Scope_NAMESPACE),
+		mk("selected", "default", security.Scope_WORKLOAD_SELECTOR),
+		mk("unselected", "default", security.Scope_WORKLOAD_SELECTOR),
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	w := workload("c//Pod/default/a", "10.244.0.5", workloadapi.WorkloadStatus_HEALTHY).GetWorkload()
+	w.AuthorizationPolicies = []string{"default/selected"}
+	var keys []string
+	for _, p := range s.Policies(w) {
+		keys = append(keys, p.Key())
+	}
+	if got := strings.Join(keys, ","); got != "default/ns,default/selected,istio-system/global" {
+		t.Fatalf("policies %s", got)
+	}
+	bad := Resource{Name: "default/bad", Version: "1", Body: pack(t, &security.Authorization{Name: "bad", Namespace: "default", Action: 5})}
+	if err := s.Apply(AuthorizationType, []Resource{bad}, nil); err == nil || !strings.Contains(err.Error(), "action") {
+		t.Fatalf("bad policy: %v", err)
+	}
+}
