@@ -67,7 +67,19 @@ type conn struct {
 	// newStream is called, in its own goroutine, for each stream a client
 	// opens on a server.
 	newStream func(*Stream)
+
+	// Control frames the reader owes the peer (acks, resets, credit for
+	// dropped data) are queued for a writer goroutine: the reader must never
+	// block on a full socket, or two peers that both stop reading while
+	// writing would deadlock.
+	ctrlMu     sync.Mutex
+	ctrl       []func() error
+	ctrlSignal chan struct{}
 }
+
+// maxQueuedControl bounds the control frames waiting to be written; a peer
+// that provokes more (a PING flood while not reading) loses the connection.
+const maxQueuedControl = 1024
 
 func newConn(nc net.Conn, server bool) *conn {
 	c := &conn{
@@ -83,6 +95,7 @@ func newConn(nc net.Conn, server bool) *conn {
 		idleSince:      time.Now(),
 		settingsSeen:   make(chan struct{}),
 		done:           make(chan struct{}),
+		ctrlSignal:     make(chan struct{}, 1),
 	}
 	c.sendCond = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(nc, nc)
@@ -112,7 +125,43 @@ func (c *conn) start() error {
 		return err
 	}
 	go c.readLoop()
+	go c.controlWriter()
 	return nil
+}
+
+// queueControl hands a control frame to the writer goroutine.
+func (c *conn) queueControl(f func() error) error {
+	c.ctrlMu.Lock()
+	if len(c.ctrl) >= maxQueuedControl {
+		c.ctrlMu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+	}
+	c.ctrl = append(c.ctrl, f)
+	c.ctrlMu.Unlock()
+	select {
+	case c.ctrlSignal <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (c *conn) controlWriter() {
+	for {
+		select {
+		case <-c.ctrlSignal:
+		case <-c.done:
+			return
+		}
+		c.ctrlMu.Lock()
+		pending := c.ctrl
+		c.ctrl = nil
+		c.ctrlMu.Unlock()
+		for _, f := range pending {
+			if c.write(f) != nil {
+				return
+			}
+		}
+	}
 }
 
 // write runs f with the frame writer to itself. A failed write ends the
@@ -140,8 +189,7 @@ func (c *conn) readLoop() {
 			var se http2.StreamError
 			if errors.As(err, &se) {
 				// Malformed headers on one stream: reset it, keep the rest.
-				c.resetStream(se.StreamID, se.Code, fmt.Errorf("hbone: stream %d: %w", se.StreamID, err))
-				err = nil
+				err = c.resetStream(se.StreamID, se.Code, fmt.Errorf("hbone: stream %d: %w", se.StreamID, err))
 				continue
 			}
 			break
@@ -150,6 +198,8 @@ func (c *conn) readLoop() {
 	}
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
+		// Best effort, and bounded: a peer that does not read gets no goodbye.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = c.write(func() error { return c.fr.WriteGoAway(c.lastPeerStream(), http2.ErrCode(ce), nil) })
 	}
 	if errors.Is(err, io.EOF) {
@@ -187,7 +237,7 @@ func (c *conn) handleFrame(f http2.Frame) error {
 		c.mu.Unlock()
 	case *http2.PingFrame:
 		if !f.IsAck() {
-			return c.write(func() error { return c.fr.WritePing(true, f.Data) })
+			return c.queueControl(func() error { return c.fr.WritePing(true, f.Data) })
 		}
 	case *http2.GoAwayFrame:
 		c.mu.Lock()
@@ -227,7 +277,9 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		inc := c.takeConnCreditLocked()
 		c.mu.Unlock()
 		if inc > 0 {
-			_ = c.write(func() error { return c.fr.WriteWindowUpdate(0, inc) })
+			if err := c.queueControl(func() error { return c.fr.WriteWindowUpdate(0, inc) }); err != nil {
+				return err
+			}
 		}
 		if s == nil && !c.knownStream(f.StreamID) {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
@@ -236,8 +288,7 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	}
 	if n > s.recvWindow {
 		c.mu.Unlock()
-		c.resetStream(f.StreamID, http2.ErrCodeFlowControl, errors.New("hbone: peer overran the stream window"))
-		return nil
+		return c.resetStream(f.StreamID, http2.ErrCodeFlowControl, errors.New("hbone: peer overran the stream window"))
 	}
 	s.recvWindow -= n
 	s.pushLocked(data)
@@ -306,11 +357,11 @@ func (c *conn) onRequest(f *http2.MetaHeadersFrame) error {
 	refuse := c.goingAway || len(c.streams) >= MaxConcurrentStreams
 	c.mu.Unlock()
 	if refuse {
-		return c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		return c.queueControl(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
 	}
 	authority := f.PseudoValue("authority")
 	if f.PseudoValue("method") != "CONNECT" || authority == "" || f.PseudoValue("scheme") != "" || f.PseudoValue("path") != "" || f.StreamEnded() {
-		return c.write(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
+		return c.queueControl(func() error { return c.fr.WriteRSTStream(id, http2.ErrCodeProtocol) })
 	}
 	s := c.makeStream(id)
 	s.Authority = authority
@@ -364,7 +415,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		close(c.settingsSeen)
 	}
 	c.mu.Unlock()
-	return c.write(func() error {
+	return c.queueControl(func() error {
 		if tableSize != nil {
 			c.henc.SetMaxDynamicTableSizeLimit(*tableSize)
 		}
@@ -404,14 +455,15 @@ func (c *conn) takeConnCreditLocked() uint32 {
 	return uint32(inc)
 }
 
-// resetStream sends RST_STREAM and fails the stream locally.
-func (c *conn) resetStream(id uint32, code http2.ErrCode, err error) {
+// resetStream fails the stream locally and queues RST_STREAM; it is
+// called from the reader.
+func (c *conn) resetStream(id uint32, code http2.ErrCode, err error) error {
 	c.mu.Lock()
 	if s := c.streams[id]; s != nil {
 		s.resetLocked(err)
 	}
 	c.mu.Unlock()
-	_ = c.write(func() error { return c.fr.WriteRSTStream(id, code) })
+	return c.queueControl(func() error { return c.fr.WriteRSTStream(id, code) })
 }
 
 // maybeForgetLocked drops a stream from the connection once both

@@ -415,3 +415,39 @@ func TestServerRejectsMalformedRequests(t *testing.T) {
 	default:
 	}
 }
+
+// A peer that floods PINGs and never reads must not wedge the server's
+// reader on a full socket: the server gives up on it instead.
+func TestPingFloodWithoutReadingEndsTheConnection(t *testing.T) {
+	client, server := net.Pipe() // unbuffered: every server write blocks until read
+	defer client.Close()
+	done := make(chan error, 1)
+	go func() { done <- Serve(context.Background(), server, func(s *Stream) { s.Close() }) }()
+	go func() {
+		fr := http2.NewFramer(client, client)
+		if _, err := client.Write([]byte(http2.ClientPreface)); err != nil {
+			return
+		}
+		// Take the server's opening SETTINGS and WINDOW_UPDATE, then never
+		// read again.
+		for i := 0; i < 2; i++ {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+		_ = fr.WriteSettings()
+		for i := 0; i < 5*maxQueuedControl; i++ {
+			if fr.WritePing(false, [8]byte{byte(i)}) != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Serve ended without an error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server stuck on a peer that does not read")
+	}
+}
