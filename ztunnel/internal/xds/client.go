@@ -1,0 +1,120 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
+)
+
+// Reconnect backoff bounds.
+const (
+	minBackoff = 500 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+// Client keeps a Store in sync with istiod.
+type Client struct {
+	Conn  grpc.ClientConnInterface
+	Node  *corev3.Node
+	Store *state.Store
+	Log   *slog.Logger
+	// OnSynced, if set, is called after the first response of each type on
+	// a stream has been applied (for readiness).
+	OnSynced func(typeURL string)
+}
+
+// Types are the resource types ztunnel subscribes to, in subscription order.
+var Types = []string{state.AddressType, state.AuthorizationType}
+
+// Run keeps a stream open until ctx ends.
+func (c *Client) Run(ctx context.Context) {
+	backoff := minBackoff
+	for {
+		received, err := c.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if received {
+			backoff = minBackoff
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.Log.Warn("xds stream ended; serving the last good state", "error", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// session runs one stream; received reports whether any response came.
+func (c *Client) session(ctx context.Context) (received bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(c.Conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return false, fmt.Errorf("open stream: %w", err)
+	}
+	for i, t := range Types {
+		req := &discovery.DeltaDiscoveryRequest{TypeUrl: t, InitialResourceVersions: c.Store.Versions(t)}
+		if i == 0 {
+			req.Node = c.Node
+		}
+		if err := stream.Send(req); err != nil {
+			return false, fmt.Errorf("subscribe %s: %w", t, err)
+		}
+	}
+	synced := map[string]bool{}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return received, err
+		}
+		received = true
+		ack := &discovery.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		if applyErr := c.apply(resp); applyErr != nil {
+			c.Log.Error("rejected xds resources", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce(), "error", applyErr)
+			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: applyErr.Error()}
+		}
+		if err := stream.Send(ack); err != nil {
+			return received, err
+		}
+		if !synced[resp.GetTypeUrl()] {
+			synced[resp.GetTypeUrl()] = true
+			if c.OnSynced != nil {
+				c.OnSynced(resp.GetTypeUrl())
+			}
+		}
+	}
+}
+
+func (c *Client) apply(resp *discovery.DeltaDiscoveryResponse) error {
+	var errs []error
+	updated := make([]state.Resource, 0, len(resp.GetResources()))
+	for _, r := range resp.GetResources() {
+		switch body := r.GetResource(); {
+		case body == nil:
+			errs = append(errs, fmt.Errorf("%s: resource without a body", r.GetName()))
+		case body.GetTypeUrl() != resp.GetTypeUrl():
+			errs = append(errs, fmt.Errorf("%s: body of type %s in a %s response", r.GetName(), body.GetTypeUrl(), resp.GetTypeUrl()))
+		default:
+			updated = append(updated, state.Resource{Name: r.GetName(), Version: r.GetVersion(), Body: body})
+		}
+	}
+	if err := c.Store.Apply(resp.GetTypeUrl(), updated, resp.GetRemovedResources()); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
