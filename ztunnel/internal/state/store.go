@@ -244,3 +244,10 @@ func (s *Store) Policies(w *workloadapi.Workload) []*authz.Policy {
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out
 }
+
+// ServiceByKey returns a service by its resource name, namespace/hostname.
+func (s *Store) ServiceByKey(key string) *workloadapi.Service {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.services[key]
+}
