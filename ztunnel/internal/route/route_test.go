@@ -70,7 +70,7 @@ func id(sa string) spiffe.Identity {
 	return spiffe.Identity{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: sa}
 }
 
-func first(int) int { return 0 }
+func first(int) int  { return 0 }
 func last(n int) int { return n - 1 }
 
 func TestResolve(t *testing.T) {
