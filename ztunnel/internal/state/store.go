@@ -233,16 +233,7 @@ func (s *Store) Endpoints(serviceKey string) []*workloadapi.Workload {
 
 // Policies returns the authorization policies that apply to a workload.
 func (s *Store) Policies(w *workloadapi.Workload) []*authz.Policy {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var out []*authz.Policy
-	for _, p := range s.policies {
-		if p.Applies(w.GetNamespace(), w.GetAuthorizationPolicies()) {
-			out = append(out, p)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
-	return out
+	return s.PoliciesFor(w.GetNamespace(), w.GetAuthorizationPolicies())
 }
 
 // ServiceByKey returns a service by its resource name, namespace/hostname.
@@ -250,4 +241,19 @@ func (s *Store) ServiceByKey(key string) *workloadapi.Service {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.services[key]
+}
+
+// PoliciesFor returns the authorization policies that apply to a workload
+// in namespace ns naming the selected policies.
+func (s *Store) PoliciesFor(ns string, selected []string) []*authz.Policy {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*authz.Policy
+	for _, p := range s.policies {
+		if p.Applies(ns, selected) {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
 }

@@ -1,0 +1,194 @@
+package inbound
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/ambient-mesh/mesh/pkg/hbone"
+	"github.com/ambient-mesh/mesh/pkg/spiffe"
+	"github.com/ambient-mesh/mesh/pkg/spiffe/spiffetest"
+	"github.com/ambient-mesh/mesh/pkg/workloadapi/security"
+	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
+)
+
+var (
+	echoID  = spiffe.Identity{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "echo"}
+	sleepID = spiffe.Identity{TrustDomain: "cluster.local", Namespace: "default", ServiceAccount: "sleep"}
+	curlID  = spiffe.Identity{TrustDomain: "cluster.local", Namespace: "other", ServiceAccount: "curl"}
+)
+
+// env is a pod's 15008 in miniature: TLS with the pod's certificate, HBONE,
+// the handler, and an echo app behind it.
+type env struct {
+	ca    *spiffetest.CA
+	addr  string
+	store *state.Store
+}
+
+func newEnv(t *testing.T, appUp bool) *env {
+	t.Helper()
+	ca := spiffetest.NewCA(t)
+	podCert := ca.Issue(t, echoID, time.Hour)
+	app, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	go func() {
+		for {
+			c, err := app.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	if !appUp {
+		app.Close()
+	}
+	st := state.New()
+	h := &Handler{
+		Pod:   Pod{IP: netip.MustParseAddr("10.244.0.5"), Namespace: "default"},
+		Store: st,
+		// The app's real address stands in for the pod's, as a dial from
+		// the pod's netns would reach it.
+		DialApp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", app.Addr().String())
+		},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	cfg := ServerTLS(func() (*tls.Certificate, error) { return &podCert, nil }, func() *x509.CertPool { return ca.Pool }, "cluster.local")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				tc := nc.(*tls.Conn)
+				if err := tc.Handshake(); err != nil {
+					tc.Close()
+					return
+				}
+				peer, err := PeerIdentity(tc)
+				if err != nil {
+					tc.Close()
+					return
+				}
+				src := tc.RemoteAddr().(*net.TCPAddr).AddrPort()
+				_ = hbone.Serve(context.Background(), tc, func(s *hbone.Stream) { h.Serve(context.Background(), s, peer, src) })
+			}()
+		}
+	}()
+	return &env{ca: ca, addr: ln.Addr().String(), store: st}
+}
+
+// open dials as id and opens a tunnel to authority.
+func (e *env) open(t *testing.T, id spiffe.Identity, ca *spiffetest.CA, authority string) (*hbone.Stream, error) {
+	t.Helper()
+	cert := ca.Issue(t, id, time.Hour)
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, NextProtos: []string{"h2"}, Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := spiffe.VerifyPeer(raw, e.ca.Pool, "cluster.local", echoID)
+			return err
+		}}
+	nc, err := tls.Dial("tcp", e.addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := hbone.NewClientConn(context.Background(), nc)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc.Open(context.Background(), authority, nil)
+}
+
+func TestTunnelReachesTheApp(t *testing.T) {
+	e := newEnv(t, true)
+	s, err := e.open(t, sleepID, e.ca, "10.244.0.5:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.CloseWrite()
+	got, err := io.ReadAll(s)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	allowSleepOnly := &security.Authorization{Name: "allow-sleep", Namespace: "default", Scope: security.Scope_NAMESPACE, Action: security.Action_ALLOW,
+		Groups: []*security.Group{{Rules: []*security.Rules{{Matches: []*security.Match{{
+			Principals: []*security.StringMatch{{MatchType: &security.StringMatch_Exact{Exact: "cluster.local/ns/default/sa/sleep"}}},
+		}}}}}}}
+	for _, tc := range []struct {
+		name      string
+		appUp     bool
+		policy    *security.Authorization
+		id        spiffe.Identity
+		foreignCA bool
+		authority string
+		want      string
+	}{
+		{name: "authority of another pod", appUp: true, id: sleepID, authority: "10.244.0.6:8080", want: "400"},
+		{name: "authority that is not ip:port", appUp: true, id: sleepID, authority: "echo:8080", want: "400"},
+		{name: "policy allows another identity", appUp: true, policy: allowSleepOnly, id: curlID, authority: "10.244.0.5:8080", want: "401"},
+		{name: "app not listening", appUp: false, id: sleepID, authority: "10.244.0.5:8080", want: "503"},
+		{name: "client certificate from another root", appUp: true, id: sleepID, foreignCA: true, authority: "10.244.0.5:8080", want: "tls"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.appUp)
+			if tc.policy != nil {
+				body, _ := anypb.New(tc.policy)
+				if err := e.store.Apply(state.AuthorizationType, []state.Resource{{Name: "default/" + tc.policy.Name, Version: "1", Body: body}}, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ca := e.ca
+			if tc.foreignCA {
+				ca = spiffetest.NewCA(t)
+			}
+			s, err := e.open(t, tc.id, ca, tc.authority)
+			if err == nil {
+				s.Close()
+				t.Fatalf("tunnel opened; want it refused (%s)", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v; want %s", err, tc.want)
+			}
+		})
+	}
+	t.Run("the allowed identity passes the same policy", func(t *testing.T) {
+		e := newEnv(t, true)
+		body, _ := anypb.New(allowSleepOnly)
+		if err := e.store.Apply(state.AuthorizationType, []state.Resource{{Name: "default/allow-sleep", Version: "1", Body: body}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		s, err := e.open(t, sleepID, e.ca, "10.244.0.5:8080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	})
+}
