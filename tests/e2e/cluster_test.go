@@ -95,6 +95,17 @@ func TestClusterBasics(t *testing.T) {
 	if svc, err = c.Client.CoreV1().Services(ns.Name).Get(ctx, "echo", metav1.GetOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// kube-proxy programs a Service a moment after its endpoints are ready;
+	// until then its address refuses connections. Wait for both, with
+	// deadlines, before asserting that every request succeeds.
+	ns.WaitEndpoints(t, "echo", 2, time.Minute)
+	reachable := time.Now().Add(30 * time.Second)
+	for ns.Send(t, client.Name, "http://"+svc.Spec.ClusterIP+"/", 1).OK != 1 {
+		if time.Now().After(reachable) {
+			t.Fatalf("service %s (%s) not reachable after 30s\n%s", svc.Name, svc.Spec.ClusterIP, ns.Dump())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 	fqdn := "echo." + ns.Name + ".svc.cluster.local"
 	for _, tc := range []struct {
 		name, url string

@@ -134,3 +134,32 @@ func (ns *Namespace) Dump() string {
 	b.WriteString(ns.cluster.NodeLogTails(20))
 	return b.String()
 }
+
+// WaitEndpoints waits until the Service's EndpointSlices list n ready
+// endpoints, the input kube-proxy programs Services from.
+func (ns *Namespace) WaitEndpoints(t testing.TB, service string, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		slices, err := ns.cluster.Client.DiscoveryV1().EndpointSlices(ns.Name).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + service})
+		cancel()
+		ready := 0
+		if err == nil {
+			for _, s := range slices.Items {
+				for _, ep := range s.Endpoints {
+					if ep.Conditions.Ready != nil && *ep.Conditions.Ready {
+						ready++
+					}
+				}
+			}
+		}
+		if ready == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service %s has %d ready endpoints after %s, want %d (last error: %v)\n%s", service, ready, timeout, n, err, ns.Dump())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
