@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sort"
 	"strings"
@@ -28,7 +27,7 @@ var ErrConnFull = errors.New("hbone: connection at its stream limit")
 // done) and waits for the server's settings, so that its stream limit is
 // known before the first stream is opened.
 func NewClientConn(ctx context.Context, nc net.Conn) (*ClientConn, error) {
-	if err := writeAll(nc, []byte(http2.ClientPreface)); err != nil {
+	if _, err := nc.Write([]byte(http2.ClientPreface)); err != nil {
 		_ = nc.Close()
 		return nil, fmt.Errorf("hbone: write preface: %w", err)
 	}
@@ -45,11 +44,6 @@ func NewClientConn(ctx context.Context, nc net.Conn) (*ClientConn, error) {
 		c.close(ctx.Err())
 		return nil, ctx.Err()
 	}
-}
-
-func writeAll(w io.Writer, p []byte) error {
-	_, err := w.Write(p)
-	return err
 }
 
 func (c *conn) errOr(def error) error {

@@ -15,6 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/ambient-mesh/mesh/pkg/netns"
 )
 
 // Up brings the cluster up, or finishes bringing it up: every step checks
@@ -281,7 +283,17 @@ func (c *Config) lookupInNode(ctx context.Context, n Node, name string) ([]strin
 	r := &net.Resolver{
 		PreferGo: true,
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return dialInNetNS(c.nodeNetNS(n), network, net.JoinHostPort(DNSServiceIP, "53"))
+			ns, err := netns.Open(c.nodeNetNS(n))
+			if err != nil {
+				return nil, err
+			}
+			defer ns.Close()
+			var conn net.Conn
+			err = ns.Do(func() (err error) {
+				conn, err = net.DialTimeout(network, net.JoinHostPort(DNSServiceIP, "53"), 5*time.Second)
+				return err
+			})
+			return conn, err
 		},
 	}
 	return r.LookupHost(ctx, name)

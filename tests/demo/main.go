@@ -112,7 +112,7 @@ func run(ctx context.Context) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NODE\tADDRESS\tREADY")
 	for _, n := range nodes.Items {
-		fmt.Fprintf(w, "%s\t%s\t%v\n", n.Name, internalIP(n), ready(n))
+		fmt.Fprintf(w, "%s\t%s\t%v\n", n.Name, framework.NodeInternalIP(n), framework.NodeReady(n))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "POD\tNODE\tPOD IP")
@@ -150,22 +150,4 @@ func run(ctx context.Context) error {
 
 func step(format string, args ...any) {
 	fmt.Printf("demo: "+format+"\n", args...)
-}
-
-func internalIP(n corev1.Node) string {
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			return a.Address
-		}
-	}
-	return ""
-}
-
-func ready(n corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

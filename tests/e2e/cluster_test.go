@@ -39,10 +39,10 @@ func TestClusterBasics(t *testing.T) {
 	}
 	nodeIPs := map[string]string{}
 	for _, n := range nodes.Items {
-		if !nodeReady(n) {
+		if !framework.NodeReady(n) {
 			t.Errorf("node %s is not Ready", n.Name)
 		}
-		ip := internalIP(n)
+		ip := framework.NodeInternalIP(n)
 		if ip == "" {
 			t.Errorf("node %s has no InternalIP", n.Name)
 		}
@@ -199,15 +199,6 @@ func TestClusterBasics(t *testing.T) {
 			t.Errorf("a tampered token was accepted")
 		}
 	})
-}
-
-func nodeReady(n corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func ipOwner(ips map[string]string, ip string) (string, bool) {

@@ -79,11 +79,11 @@ spec:
 	t.Run("hostNetwork is the node's network", func(t *testing.T) {
 		for _, n := range nodes.Items {
 			pod := agents[n.Name]
-			if pod.Status.PodIP != internalIP(n) {
-				t.Errorf("agent on %s has IP %s, want the node's %s", n.Name, pod.Status.PodIP, internalIP(n))
+			if pod.Status.PodIP != framework.NodeInternalIP(n) {
+				t.Errorf("agent on %s has IP %s, want the node's %s", n.Name, pod.Status.PodIP, framework.NodeInternalIP(n))
 			}
-			if out := sh(pod.Name, "/bin/busybox ip -o -4 addr show eth0"); !strings.Contains(out, internalIP(n)+"/") {
-				t.Errorf("agent on %s does not see the node's eth0 address %s: %s", n.Name, internalIP(n), out)
+			if out := sh(pod.Name, "/bin/busybox ip -o -4 addr show eth0"); !strings.Contains(out, framework.NodeInternalIP(n)+"/") {
+				t.Errorf("agent on %s does not see the node's eth0 address %s: %s", n.Name, framework.NodeInternalIP(n), out)
 			}
 		}
 	})
@@ -155,13 +155,4 @@ spec:
 			}
 		}
 	})
-}
-
-func internalIP(n corev1.Node) string {
-	for _, a := range n.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			return a.Address
-		}
-	}
-	return ""
 }

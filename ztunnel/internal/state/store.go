@@ -231,18 +231,6 @@ func (s *Store) Endpoints(serviceKey string) []*workloadapi.Workload {
 	return out
 }
 
-// Policies returns the authorization policies that apply to a workload.
-func (s *Store) Policies(w *workloadapi.Workload) []*authz.Policy {
-	return s.PoliciesFor(w.GetNamespace(), w.GetAuthorizationPolicies())
-}
-
-// ServiceByKey returns a service by its resource name, namespace/hostname.
-func (s *Store) ServiceByKey(key string) *workloadapi.Service {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.services[key]
-}
-
 // PoliciesFor returns the authorization policies that apply to a workload
 // in namespace ns naming the selected policies.
 func (s *Store) PoliciesFor(ns string, selected []string) []*authz.Policy {

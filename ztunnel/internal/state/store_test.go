@@ -134,7 +134,7 @@ func TestPoliciesApplyByScope(t *testing.T) {
 	w := workload("c//Pod/default/a", "10.244.0.5", workloadapi.WorkloadStatus_HEALTHY).GetWorkload()
 	w.AuthorizationPolicies = []string{"default/selected"}
 	var keys []string
-	for _, p := range s.Policies(w) {
+	for _, p := range s.PoliciesFor(w.GetNamespace(), w.GetAuthorizationPolicies()) {
 		keys = append(keys, p.Key())
 	}
 	if got := strings.Join(keys, ","); got != "default/ns,default/selected,istio-system/global" {
