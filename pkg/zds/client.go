@@ -24,6 +24,8 @@ type Client struct {
 	Handle Handler
 	// Logger; nothing is logged if nil.
 	Logger *slog.Logger
+	// OnConnect, if set, is called once the hello is sent.
+	OnConnect func()
 }
 
 // Run connects, says hello and serves requests until ctx ends (it then
@@ -45,6 +47,9 @@ func (c *Client) Run(ctx context.Context) error {
 	defer conn.Close()
 	if err := conn.WriteHello(ctx); err != nil {
 		return fmt.Errorf("send hello: %w", err)
+	}
+	if c.OnConnect != nil {
+		c.OnConnect()
 	}
 	for {
 		req, netns, err := conn.ReadRequest(ctx)

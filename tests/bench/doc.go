@@ -4,7 +4,8 @@
 // process so its CPU and memory can be read from /proc.
 //
 // The parts:
-//   - Topology: the namespaces, veth pairs, bridge and routes (topology*.go).
+//   - Topology: the namespaces, veth pairs, bridge and routes, built by
+//     package tests/netlab (topology.go).
 //   - Env: the topology plus a throwaway CA and the server process (env.go).
 //   - Path: one data path under test; it starts its proxies and tells the
 //     client what to dial (path*.go). The ztunnel path plugs in here.

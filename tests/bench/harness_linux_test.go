@@ -124,7 +124,7 @@ func TestHarness(t *testing.T) {
 		t.Errorf("namespaces left behind:\n%s", out)
 	}
 	for _, l := range rootLinks(t) {
-		if !slices.Contains(linksBefore, l) && slices.Contains([]string{"br0", "node1", "node2", "pod"}, l) {
+		if !slices.Contains(linksBefore, l) && slices.Contains([]string{"br0", "node1", "node2", "veth-client", "veth-server"}, l) {
 			t.Errorf("link %s appeared in the machine's namespace", l)
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ambient-mesh/mesh/tests/netlab"
 )
 
 const (
@@ -47,7 +49,7 @@ func startProc(ctx context.Context, exe string, ns Netns, name, role string, arg
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if err := startInNetns(ns.Path(), cmd); err != nil {
+	if err := netlab.StartInNetns(ns.Path(), cmd); err != nil {
 		stdout.Close() // Start closes it on its own errors, not on ours
 		return nil, fmt.Errorf("start %s in %s: %w", name, ns.Name, err)
 	}

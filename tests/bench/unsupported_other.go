@@ -3,9 +3,7 @@
 package bench
 
 import (
-	"context"
 	"errors"
-	"os/exec"
 	"time"
 )
 
@@ -16,19 +14,10 @@ var errUnsupported = errors.New("netbench needs Linux")
 
 type loadSample struct{}
 
-// NewTopology fails: network namespaces are Linux-only.
-func NewTopology(context.Context, string) (*Topology, error) { return nil, errUnsupported }
-
-// Close does nothing: nothing was created.
-func (t *Topology) Close() error { return nil }
-
-func netnsNames(context.Context) ([]string, error) { return nil, nil }
-func deleteNetns(context.Context, string) error    { return errUnsupported }
-func startInNetns(string, *exec.Cmd) error         { return errUnsupported }
-func procCPU(int) (time.Duration, error)           { return 0, errUnsupported }
-func procPeakRSS(int) (int64, error)               { return 0, errUnsupported }
-func resetPeakRSS(int) error                       { return errUnsupported }
-func sampleLoad() (loadSample, error)              { return loadSample{}, errUnsupported }
-func otherCPUs(loadSample, loadSample) float64     { return 0 }
-func lockPreciseThread() error                     { return nil }
-func sleepUntil(t time.Time)                       { time.Sleep(time.Until(t)) }
+func procCPU(int) (time.Duration, error)       { return 0, errUnsupported }
+func procPeakRSS(int) (int64, error)           { return 0, errUnsupported }
+func resetPeakRSS(int) error                   { return errUnsupported }
+func sampleLoad() (loadSample, error)          { return loadSample{}, errUnsupported }
+func otherCPUs(loadSample, loadSample) float64 { return 0 }
+func lockPreciseThread() error                 { return nil }
+func sleepUntil(t time.Time)                   { time.Sleep(time.Until(t)) }

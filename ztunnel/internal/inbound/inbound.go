@@ -5,16 +5,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/ambient-mesh/mesh/pkg/hbone"
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
+	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/authz"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
 )
@@ -46,63 +46,92 @@ func PeerIdentity(c *tls.Conn) (spiffe.Identity, error) {
 	return spiffe.FromCertificate(certs[0])
 }
 
-// Pod is what the handler needs to know of the pod it serves.
-type Pod struct {
-	IP netip.Addr
-	// Namespace and Policies (namespace/name keys) select the
-	// authorization policies that apply.
-	Namespace string
-	Policies  []string
-}
-
 // Handler serves tunnels for one pod.
 type Handler struct {
-	Pod   Pod
+	// PodIP is the pod's address: the only authority its 15008 accepts.
+	PodIP netip.Addr
+	// Store holds the pod's workload and the policies; a pod that xDS has
+	// not described yet takes no tunnels, since its policies are unknown.
 	Store *state.Store
 	// DialApp connects to the app in the pod (from ztunnel's socket in the
 	// pod's network namespace).
 	DialApp func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
-	Log     *slog.Logger
+	// Track, if set, is told of each relayed tunnel and returns the func
+	// to call when it ends; the tracker may Close the stream to cut it.
+	Track func(r *Report, c io.Closer) (untrack func())
+	// Done is called once per stream, refused or carried, when it ends.
+	Done func(Report)
+}
+
+// Report describes one tunnel, for the access log and metrics.
+type Report struct {
+	Peer      spiffe.Identity
+	Src       netip.AddrPort
+	Authority string
+	// Workload is the destination workload, nil if unknown.
+	Workload *workloadapi.Workload
+	// Status is the CONNECT answer: 200, or the refusal.
+	Status int
+	Reason string
+	Policy string
+	Err    error
+	// Bytes carried to the app and back.
+	ToApp, FromApp int64
+	Start          time.Time
 }
 
 // Serve handles one stream from a peer whose identity TLS verified and
 // whose connection came from src.
 func (h *Handler) Serve(ctx context.Context, s *hbone.Stream, peer spiffe.Identity, src netip.AddrPort) {
 	defer s.Close()
+	r := Report{Peer: peer, Src: src, Authority: s.Authority, Start: time.Now()}
+	defer func() {
+		if h.Done != nil {
+			h.Done(r)
+		}
+	}()
+	refuse := func(status int, reason string, err error) {
+		r.Status, r.Reason, r.Err = status, reason, err
+		_ = s.Respond(status)
+	}
 	target, err := netip.ParseAddrPort(s.Authority)
 	if err != nil {
-		h.refuse(s, http.StatusBadRequest, "bad authority", peer, src, s.Authority, err)
+		refuse(http.StatusBadRequest, "bad authority", err)
 		return
 	}
 	// A pod's 15008 carries tunnels to that pod only; anything else would
 	// let a peer use ztunnel to reach other addresses.
-	if target.Addr().Unmap() != h.Pod.IP {
-		h.refuse(s, http.StatusBadRequest, "authority is not this pod", peer, src, s.Authority, nil)
+	if target.Addr().Unmap() != h.PodIP {
+		refuse(http.StatusBadRequest, "authority is not this pod", nil)
 		return
 	}
-	d := authz.Decide(h.Store.PoliciesFor(h.Pod.Namespace, h.Pod.Policies), authz.Conn{Source: peer, Src: src, Dst: target})
+	w := h.Store.WorkloadByIP(h.PodIP)
+	if w == nil {
+		refuse(http.StatusServiceUnavailable, "destination workload not yet known", nil)
+		return
+	}
+	r.Workload = w
+	d := authz.Decide(h.Store.PoliciesFor(w.GetNamespace(), w.GetAuthorizationPolicies()), authz.Conn{Source: peer, Src: src, Dst: target})
+	r.Policy = d.Policy
 	if !d.Allow {
-		h.refuse(s, http.StatusUnauthorized, d.Reason, peer, src, s.Authority, fmt.Errorf("policy %q", d.Policy))
+		refuse(http.StatusUnauthorized, d.Reason, nil)
 		return
 	}
 	app, err := h.DialApp(ctx, target)
 	if err != nil {
-		h.refuse(s, http.StatusServiceUnavailable, "app unreachable", peer, src, s.Authority, err)
+		refuse(http.StatusServiceUnavailable, "app unreachable", err)
 		return
 	}
 	defer app.Close()
 	if err := s.Respond(http.StatusOK); err != nil {
+		r.Status, r.Reason, r.Err = http.StatusServiceUnavailable, "peer went away", err
 		return
 	}
-	sent, received := Relay(s, halfClosing(app))
-	h.Log.Info("inbound connection closed", "src", src.String(), "src_identity", peer.String(), "dst", s.Authority,
-		"policy", d.Policy, "bytes_to_app", sent, "bytes_from_app", received)
-}
-
-func (h *Handler) refuse(s *hbone.Stream, status int, reason string, peer spiffe.Identity, src netip.AddrPort, authority string, err error) {
-	_ = s.Respond(status)
-	h.Log.Warn("inbound connection refused", "status", status, "reason", reason, "src", src.String(),
-		"src_identity", peer.String(), "dst", authority, "error", err)
+	r.Status, r.Reason = http.StatusOK, d.Reason
+	if h.Track != nil {
+		defer h.Track(&r, s)()
+	}
+	r.ToApp, r.FromApp = Relay(s, halfClosing(app))
 }
 
 // halfCloser is a connection that can end one direction.

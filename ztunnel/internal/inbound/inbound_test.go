@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -18,6 +18,7 @@ import (
 	"github.com/ambient-mesh/mesh/pkg/hbone"
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
 	"github.com/ambient-mesh/mesh/pkg/spiffe/spiffetest"
+	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	"github.com/ambient-mesh/mesh/pkg/workloadapi/security"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
 )
@@ -35,9 +36,13 @@ type env struct {
 	addr  string
 	store *state.Store
 	dials atomic.Int32 // connections the handler made to the app
+	// reports has what the handler reported of each stream.
+	reports chan Report
 }
 
-func newEnv(t *testing.T, appUp bool) *env {
+// newEnv starts the pod's 15008; known says whether xDS has described the
+// pod's workload.
+func newEnv(t *testing.T, appUp, known bool) *env {
 	t.Helper()
 	ca := spiffetest.NewCA(t)
 	podCert := ca.Issue(t, echoID, time.Hour)
@@ -59,9 +64,9 @@ func newEnv(t *testing.T, appUp bool) *env {
 		app.Close()
 	}
 	st := state.New()
-	e := &env{ca: ca, store: st}
+	e := &env{ca: ca, store: st, reports: make(chan Report, 16)}
 	h := &Handler{
-		Pod:   Pod{IP: netip.MustParseAddr("10.244.0.5"), Namespace: "default"},
+		PodIP: netip.MustParseAddr("10.244.0.5"),
 		Store: st,
 		// The app's real address stands in for the pod's, as a dial from
 		// the pod's netns would reach it.
@@ -70,7 +75,15 @@ func newEnv(t *testing.T, appUp bool) *env {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", app.Addr().String())
 		},
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Done: func(r Report) { e.reports <- r },
+	}
+	if known {
+		w := &workloadapi.Workload{Uid: "pod-echo", Name: "echo-0", Namespace: "default", ServiceAccount: "echo",
+			Addresses: [][]byte{netip.MustParseAddr("10.244.0.5").AsSlice()}, TunnelProtocol: workloadapi.TunnelProtocol_HBONE}
+		body, _ := anypb.New(&workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}})
+		if err := st.Apply(state.AddressType, []state.Resource{{Name: w.Uid, Version: "1", Body: body}}, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cfg := ServerTLS(func() (*tls.Certificate, error) { return &podCert, nil }, func() *x509.CertPool { return ca.Pool }, "cluster.local")
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
@@ -126,7 +139,7 @@ func (e *env) open(t *testing.T, id spiffe.Identity, ca *spiffetest.CA, authorit
 }
 
 func TestTunnelReachesTheApp(t *testing.T) {
-	e := newEnv(t, true)
+	e := newEnv(t, true, true)
 	s, err := e.open(t, sleepID, e.ca, "10.244.0.5:8080")
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +152,14 @@ func TestTunnelReachesTheApp(t *testing.T) {
 	got, err := io.ReadAll(s)
 	if err != nil || string(got) != "hello" {
 		t.Fatalf("echo %q, %v", got, err)
+	}
+	select {
+	case r := <-e.reports:
+		if r.Status != 200 || r.ToApp != 5 || r.FromApp != 5 || r.Peer != sleepID || r.Workload.GetName() != "echo-0" {
+			t.Fatalf("report %+v; want 200 and 5 bytes each way from %s to echo-0", r, sleepID)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no report of the tunnel")
 	}
 }
 
@@ -153,6 +174,7 @@ func TestRefusals(t *testing.T) {
 		policy    *security.Authorization
 		id        spiffe.Identity
 		foreignCA bool
+		unknown   bool // xDS has not described the pod yet
 		authority string
 		want      string
 	}{
@@ -160,11 +182,13 @@ func TestRefusals(t *testing.T) {
 		{name: "authority that is not ip:port", appUp: true, id: sleepID, authority: "echo:8080", want: "400"},
 		{name: "policy allows another identity", appUp: true, policy: allowSleepOnly, id: curlID, authority: "10.244.0.5:8080", want: "401"},
 		{name: "app not listening", appUp: false, id: sleepID, authority: "10.244.0.5:8080", want: "503"},
+		// Its policies are unknown too: fail closed.
+		{name: "pod unknown to xDS", appUp: true, unknown: true, id: sleepID, authority: "10.244.0.5:8080", want: "503"},
 		// The TLS alert or the closed socket may reach the client first.
 		{name: "client certificate from another root", appUp: true, id: sleepID, foreignCA: true, authority: "10.244.0.5:8080", want: ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, tc.appUp)
+			e := newEnv(t, tc.appUp, !tc.unknown)
 			if tc.policy != nil {
 				body, _ := anypb.New(tc.policy)
 				if err := e.store.Apply(state.AuthorizationType, []state.Resource{{Name: "default/" + tc.policy.Name, Version: "1", Body: body}}, nil); err != nil {
@@ -183,13 +207,23 @@ func TestRefusals(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v; want %s", err, tc.want)
 			}
-			if tc.want != "503" && e.dials.Load() != 0 {
+			if tc.want != "" {
+				select {
+				case r := <-e.reports:
+					if fmt.Sprint(r.Status) != tc.want || r.Peer != tc.id {
+						t.Fatalf("report %+v; want status %s for %s", r, tc.want, tc.id)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("no report of the refused stream")
+				}
+			}
+			if (tc.want != "503" || tc.unknown) && e.dials.Load() != 0 {
 				t.Fatalf("the app was dialled for a refused tunnel")
 			}
 		})
 	}
 	t.Run("the allowed identity passes the same policy", func(t *testing.T) {
-		e := newEnv(t, true)
+		e := newEnv(t, true, true)
 		body, _ := anypb.New(allowSleepOnly)
 		if err := e.store.Apply(state.AuthorizationType, []state.Resource{{Name: "default/allow-sleep", Version: "1", Body: body}}, nil); err != nil {
 			t.Fatal(err)

@@ -82,3 +82,20 @@ func MarkControl(_, _ string, c syscall.RawConn) error {
 	}
 	return nil
 }
+
+// TransparentControl is a ListenConfig Control function that sets
+// IP_TRANSPARENT, so that a listener in a pod's netns also accepts
+// connections steered to it with their original destination intact
+// (TPROXY or sk_lookup), not only NAT-redirected ones.
+func TransparentControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set IP_TRANSPARENT: %w", serr)
+	}
+	return nil
+}

@@ -37,6 +37,8 @@ type Store struct {
 	workloads map[string]*workloadapi.Workload // by resource name
 	services  map[string]*workloadapi.Service
 	policies  map[string]*authz.Policy
+	// rawPolicies keeps what istiod sent, for the config dump.
+	rawPolicies map[string]*security.Authorization
 
 	byIP  map[netip.Addr]*workloadapi.Workload
 	byVIP map[netip.Addr]*workloadapi.Service
@@ -45,12 +47,13 @@ type Store struct {
 // New returns an empty store.
 func New() *Store {
 	return &Store{
-		versions:  map[string]map[string]string{AddressType: {}, AuthorizationType: {}},
-		workloads: map[string]*workloadapi.Workload{},
-		services:  map[string]*workloadapi.Service{},
-		policies:  map[string]*authz.Policy{},
-		byIP:      map[netip.Addr]*workloadapi.Workload{},
-		byVIP:     map[netip.Addr]*workloadapi.Service{},
+		versions:    map[string]map[string]string{AddressType: {}, AuthorizationType: {}},
+		workloads:   map[string]*workloadapi.Workload{},
+		services:    map[string]*workloadapi.Service{},
+		policies:    map[string]*authz.Policy{},
+		rawPolicies: map[string]*security.Authorization{},
+		byIP:        map[netip.Addr]*workloadapi.Workload{},
+		byVIP:       map[netip.Addr]*workloadapi.Service{},
 	}
 }
 
@@ -118,6 +121,7 @@ func (s *Store) removeLocked(typeURL, name string) {
 		}
 	case AuthorizationType:
 		delete(s.policies, name)
+		delete(s.rawPolicies, name)
 	}
 }
 
@@ -199,6 +203,7 @@ func (s *Store) applyAuthorizationLocked(r Resource) error {
 		return err
 	}
 	s.policies[r.Name] = p
+	s.rawPolicies[r.Name] = &a
 	return nil
 }
 
@@ -243,5 +248,34 @@ func (s *Store) PoliciesFor(ns string, selected []string) []*authz.Policy {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+// Snapshot is a copy of the store's resources by name, for the config dump.
+type Snapshot struct {
+	Workloads map[string]*workloadapi.Workload
+	Services  map[string]*workloadapi.Service
+	Policies  map[string]*security.Authorization
+}
+
+// Snapshot returns the current resources. The messages are shared with the
+// store and must not be modified.
+func (s *Store) Snapshot() Snapshot {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := Snapshot{
+		Workloads: make(map[string]*workloadapi.Workload, len(s.workloads)),
+		Services:  make(map[string]*workloadapi.Service, len(s.services)),
+		Policies:  make(map[string]*security.Authorization, len(s.rawPolicies)),
+	}
+	for k, v := range s.workloads {
+		out.Workloads[k] = v
+	}
+	for k, v := range s.services {
+		out.Services[k] = v
+	}
+	for k, v := range s.rawPolicies {
+		out.Policies[k] = v
+	}
 	return out
 }

@@ -1,4 +1,4 @@
-package bench
+package netlab
 
 import (
 	"errors"
@@ -11,10 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// inNetns runs fn on a thread that has joined the network namespace at
+// InNetns runs fn on a thread that has joined the network namespace at
 // nsPath, leaving every other thread where it was. Sockets fn opens, and
 // processes it starts, keep that namespace.
-func inNetns(nsPath string, fn func() error) error {
+func InNetns(nsPath string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -45,17 +45,19 @@ func inNetns(nsPath string, fn func() error) error {
 	return <-errc
 }
 
-// startInNetns starts cmd inside the network namespace at nsPath: the child
-// is forked from a thread that has joined it, and inherits it.
-func startInNetns(nsPath string, cmd *exec.Cmd) error {
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Its own process group, so a Ctrl-C reaches only the harness, which
-		// then stops its children in order.
-		Setpgid: true,
-		// If the harness dies without cleaning up, so do its children. The
-		// signal follows the forking thread, which inNetns hands back to the
-		// runtime's pool for the life of the process.
-		Pdeathsig: syscall.SIGKILL,
+// StartInNetns starts cmd inside the network namespace at nsPath: the child
+// is forked from a thread that has joined it, and inherits it. It sets two
+// fields of cmd.SysProcAttr (creating it if nil):
+//   - Setpgid: the child gets its own process group, so a Ctrl-C reaches
+//     only the caller, which can then stop its children in order;
+//   - Pdeathsig SIGKILL: if the caller dies without cleaning up, so do its
+//     children. The signal follows the forking thread, which InNetns hands
+//     back to the runtime's pool for the life of the process.
+func StartInNetns(nsPath string, cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
-	return inNetns(nsPath, cmd.Start)
+	cmd.SysProcAttr.Setpgid = true
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	return InNetns(nsPath, cmd.Start)
 }

@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"io"
+	"sort"
+	"sync"
+	"time"
+)
+
+// ConnInfo describes an open connection, for the config dump.
+type ConnInfo struct {
+	ID  uint64 `json:"id"`
+	Pod string `json:"pod"` // UID of the pod it belongs to
+	// Direction is "outbound", "inbound" (HBONE) or "inbound_plaintext".
+	Direction   string    `json:"direction"`
+	Src         string    `json:"src"`
+	Dst         string    `json:"dst"`
+	SrcIdentity string    `json:"src_identity,omitempty"`
+	DstIdentity string    `json:"dst_identity,omitempty"`
+	Via         string    `json:"via,omitempty"` // outbound: hbone, waypoint, passthrough
+	Started     time.Time `json:"started"`
+}
+
+// connTable tracks open connections per pod, so that a pod's removal can
+// wait for them and then cut what is left. Entries with hidden set are
+// HBONE server connections: waited for and cut, not listed.
+type connTable struct {
+	mu      sync.Mutex
+	next    uint64
+	m       map[uint64]*entry
+	changed chan struct{} // closed and replaced on every removal
+}
+
+type entry struct {
+	info   ConnInfo
+	hidden bool
+	closer io.Closer
+}
+
+func newConnTable() *connTable {
+	return &connTable{m: map[uint64]*entry{}, changed: make(chan struct{})}
+}
+
+// add tracks a connection; the returned func untracks it.
+func (t *connTable) add(info ConnInfo, hidden bool, c io.Closer) func() {
+	t.mu.Lock()
+	t.next++
+	id := t.next
+	info.ID = id
+	t.m[id] = &entry{info: info, hidden: hidden, closer: c}
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		delete(t.m, id)
+		close(t.changed)
+		t.changed = make(chan struct{})
+		t.mu.Unlock()
+	}
+}
+
+func (t *connTable) list() []ConnInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]ConnInfo, 0, len(t.m))
+	for _, e := range t.m {
+		if !e.hidden {
+			out = append(out, e.info)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// waitPod waits until the pod has no connection left, at most timeout, and
+// reports whether it got there.
+func (t *connTable) waitPod(uid string, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		t.mu.Lock()
+		n := 0
+		for _, e := range t.m {
+			if e.info.Pod == uid {
+				n++
+			}
+		}
+		changed := t.changed
+		t.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return false
+		}
+	}
+}
+
+// closePod cuts the pod's connections and returns how many there were.
+func (t *connTable) closePod(uid string) int {
+	t.mu.Lock()
+	var cs []io.Closer
+	for _, e := range t.m {
+		if e.info.Pod == uid {
+			cs = append(cs, e.closer)
+		}
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		_ = c.Close()
+	}
+	return len(cs)
+}
