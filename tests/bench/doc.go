@@ -8,7 +8,8 @@
 //     package tests/netlab (topology.go).
 //   - Env: the topology plus a throwaway CA and the server process (env.go).
 //   - Path: one data path under test; it starts its proxies and tells the
-//     client what to dial (path*.go). The ztunnel path plugs in here.
+//     client what to dial (path*.go); the ztunnel path runs the real binary
+//     through package tests/meshlab.
 //   - the child roles (server, forwarder, client) that the harness runs by
 //     re-executing its own binary inside a namespace (child.go).
 //   - Run: the suite that measures every path and the Report with ratios

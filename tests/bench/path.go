@@ -49,7 +49,7 @@ var paths = []pathEntry{
 	{PathDirect, true, func() Path { return directPath{} }},
 	{PathTCPChain, true, func() Path { return &chainPath{name: PathTCPChain} }},
 	{PathTLSChain, true, func() Path { return &chainPath{name: PathTLSChain, tls: true} }},
-	{PathZtunnel, false, func() Path { return &ztunnelPath{} }},
+	{PathZtunnel, true, func() Path { return &ztunnelPath{} }},
 }
 
 // DefaultPaths are the paths a run measures unless told otherwise.

@@ -3,38 +3,80 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/ambient-mesh/mesh/tests/meshlab"
 )
 
-// ErrZtunnelNotReady is what the ztunnel path returns until ztunnel exists.
-var ErrZtunnelNotReady = errors.New("ztunnel path: not implemented yet (see tests/bench/path_ztunnel.go)")
+// ztunnelPort is where the server the ztunnel path reaches listens: a port
+// of its own, because the pods' redirection to ztunnel is limited to it, so
+// that the other paths, measured between the same pods, bypass the mesh.
+const ztunnelPort = 5202
 
-// ztunnelPath is the seam for the mesh's own node proxy, the path this
-// harness exists for. It stays out of the default suite until it works;
-// `-paths direct,tls-chain,ztunnel` selects it, and the report then sets it
-// against direct and tls-chain from the same run (tls-chain being the
-// ceiling a Go ztunnel should come close to).
-//
-// To fill in Start, with the same Env as every other path:
-//   - Start one ztunnel process per node: in env.Topo.Node1 for the client
-//     pod, in env.Topo.Node2 for the server pod. startProc runs this
-//     binary's child roles; ztunnel is a binary of its own, so add a variant
-//     that takes a binary and a readiness probe (:15021/healthz/ready) and
-//     returns the same *Proc, so that the /proc figures and Stop work as
-//     they do for the forwarders.
-//   - Give each its pod: the workload (name, namespace, service account,
-//     env.Topo.ClientIP or ServerIP), the pod's netns (ClientPod.Path(),
-//     ServerPod.Path()) over ZDS, and certificates from a throwaway CA like
-//     env.PKI's.
-//   - Capture inside the pods (outbound to 15001, inbound to 15006, HBONE on
-//     15008) so the client dials the server pod exactly as on the direct
-//     path: return Endpoint{Addr: env.ServerAddr, Proxies: both ztunnels}.
-//   - Stop stops both processes; the capture rules go with the namespaces.
-type ztunnelPath struct{}
-
-func (ztunnelPath) Name() string { return PathZtunnel }
-
-func (ztunnelPath) Start(context.Context, *Env) (Endpoint, error) {
-	return Endpoint{}, ErrZtunnelNotReady
+// ztunnelPath is the mesh's own data path: client → ztunnel on node1 (in the
+// client pod's netns, by redirection) → HBONE over mTLS → ztunnel on node2
+// (in the server pod's netns) → server. The client dials the server pod
+// exactly as on the direct path. Both ztunnels are the real binary, fed by
+// a real control plane and ZDS (tests/meshlab).
+type ztunnelPath struct {
+	dir    string
+	server *Proc
+	mesh   *meshlab.Mesh
 }
 
-func (ztunnelPath) Stop() error { return nil }
+func (p *ztunnelPath) Name() string { return PathZtunnel }
+
+func (p *ztunnelPath) Start(ctx context.Context, env *Env) (_ Endpoint, err error) {
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, p.Stop())
+		}
+	}()
+	if p.dir, err = os.MkdirTemp("", env.Topo.Prefix+"-ztunnel-"); err != nil {
+		return Endpoint{}, err
+	}
+	bin, err := meshlab.Build(ctx, p.dir)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	addr := netip.AddrPortFrom(env.Topo.ServerIP, ztunnelPort)
+	if p.server, err = env.startChild(ctx, env.Topo.ServerPod, "ztunnel-server", roleServer, "-listen", addr.String()); err != nil {
+		return Endpoint{}, err
+	}
+	p.mesh, err = meshlab.Start(ctx, meshlab.Options{
+		Topology: env.Topo.Topology,
+		Dir:      p.dir,
+		Ztunnel:  bin,
+		Pods: []meshlab.PodSpec{
+			{Name: "client", Node: 1, Mesh: true},
+			{Name: "server", Node: 2, Mesh: true},
+		},
+		CapturePorts: []uint16{ztunnelPort},
+	})
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("start ztunnels: %w", err)
+	}
+	return Endpoint{Addr: addr, Proxies: []*Proc{
+		externalProc("ztunnel-node1", p.mesh.Pid(1)),
+		externalProc("ztunnel-node2", p.mesh.Pid(2)),
+	}}, nil
+}
+
+func (p *ztunnelPath) Stop() error {
+	var errs []error
+	if p.mesh != nil {
+		errs = append(errs, p.mesh.Close())
+		p.mesh = nil
+	}
+	if p.server != nil {
+		errs = append(errs, p.server.Stop())
+		p.server = nil
+	}
+	if p.dir != "" {
+		errs = append(errs, os.RemoveAll(p.dir))
+		p.dir = ""
+	}
+	return errors.Join(errs...)
+}

@@ -30,6 +30,7 @@ type Proc struct {
 	Name string
 
 	cmd    *exec.Cmd
+	pid    int // of an externalProc, which has no cmd
 	onMark func(string)
 	ready  chan struct{} // closed at the ready event
 	exited chan struct{} // closed once reaped; waitErr is set by then
@@ -125,7 +126,16 @@ func (p *Proc) run(stdout io.Reader) {
 }
 
 // Pid returns the child's process id.
-func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+func (p *Proc) Pid() int {
+	if p.cmd == nil {
+		return p.pid
+	}
+	return p.cmd.Process.Pid
+}
+
+// externalProc names a process the harness did not start as a child role
+// (a ztunnel), for its /proc figures only; it cannot be stopped through it.
+func externalProc(name string, pid int) *Proc { return &Proc{Name: name, pid: pid} }
 
 // Conns returns the connections the child (a server) has reported so far.
 func (p *Proc) Conns() []ConnReport {

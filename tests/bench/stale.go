@@ -22,7 +22,7 @@ type Stale struct {
 // Empty tells whether nothing was left behind.
 func (s Stale) Empty() bool { return len(s.Namespaces) == 0 && len(s.Dirs) == 0 }
 
-var stalePKI = regexp.MustCompile(`^nb-(\d+)-pki-\d+$`)
+var stalePKI = regexp.MustCompile(`^nb-(\d+)-(pki|ztunnel)-\d+$`)
 
 // FindStale lists what earlier runs left behind: names in our format
 // whose process no longer exists.

@@ -1,6 +1,6 @@
 // Command netbench measures the mesh's candidate data paths side by side in
 // one run: direct, a plain TCP two-proxy chain and a mutual-TLS two-proxy
-// chain (and ztunnel, once it exists) between a client pod and a server pod
+// chain and the path through two ztunnels between a client pod and a server pod
 // on two nodes built from network namespaces. It prints absolute figures
 // and ratios against the direct path and the TLS chain. Run it as root:
 //
@@ -27,7 +27,7 @@ func main() {
 	bench.RunChildIfRequested()
 
 	cfg := bench.DefaultConfig()
-	paths := flag.String("paths", strings.Join(cfg.Paths, ","), "comma-separated paths to measure, in report order (also: "+bench.PathZtunnel+")")
+	paths := flag.String("paths", strings.Join(cfg.Paths, ","), "comma-separated paths to measure, in report order ")
 	flag.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured window of each throughput and request run")
 	flag.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured lead-in of each throughput and request run")
 	flag.IntVar(&cfg.Streams, "streams", cfg.Streams, "connections of the parallel throughput run")
