@@ -291,10 +291,44 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		return c.resetStream(f.StreamID, http2.ErrCodeFlowControl, errors.New("hbone: peer overran the stream window"))
 	}
 	s.recvWindow -= n
-	s.pushLocked(data)
 	// Padding is never read, so its credit goes back at once.
-	s.unacked += n - int32(len(data))
-	c.recvUnacked += n - int32(len(data))
+	pad := n - int32(len(data))
+	s.unacked += pad
+	c.recvUnacked += pad
+	if s.sinkWaiting && len(s.rbuf) == s.roff && len(data) > 0 {
+		// WriteTo is idle on an empty buffer: write to its socket from
+		// here, sparing a wake-up and a copy per frame. Only this goroutine
+		// adds data, and WriteTo sleeps until it does, so order holds.
+		s.sinkWaiting = false
+		sink := s.sink
+		c.mu.Unlock()
+		w := writeDirect(sink, data)
+		c.mu.Lock()
+		s.direct += int64(w)
+		data = data[w:]
+		streamInc, connInc := s.creditLocked(w)
+		if streamInc > 0 || connInc > 0 {
+			if err := c.queueControl(func() error {
+				if streamInc > 0 {
+					if err := c.fr.WriteWindowUpdate(s.id, streamInc); err != nil {
+						return err
+					}
+				}
+				if connInc > 0 {
+					return c.fr.WriteWindowUpdate(0, connInc)
+				}
+				return nil
+			}); err != nil {
+				c.mu.Unlock()
+				return err
+			}
+		}
+		if len(data) == 0 && !f.StreamEnded() && s.reset == nil {
+			// All taken: WriteTo sleeps on.
+			s.sinkWaiting = s.sink != nil
+		}
+	}
+	s.pushLocked(data)
 	if f.StreamEnded() {
 		s.recvEOF = true
 		c.maybeForgetLocked(s)

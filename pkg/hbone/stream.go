@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -37,6 +38,15 @@ type Stream struct {
 	sentEnd    bool
 	responded  bool
 	reset      error
+	// writing is set while WriteTo writes from rbuf, which must then not
+	// be compacted.
+	writing bool
+	// sink is WriteTo's destination socket, when it has one; sinkWaiting
+	// is set while WriteTo waits for data. The reader then writes arriving
+	// data to the socket itself, without waking WriteTo (see onData).
+	sink        syscall.RawConn
+	sinkWaiting bool
+	direct      int64 // bytes the reader wrote to sink, for WriteTo's count
 }
 
 // response is the server's answer to a CONNECT, or the error that ended
@@ -65,7 +75,7 @@ func (c *conn) makeStream(id uint32) *Stream {
 // pushLocked appends received bytes, compacting what was already read so
 // the buffer stays bounded by the stream window.
 func (s *Stream) pushLocked(p []byte) {
-	if s.roff > 0 && s.roff >= len(s.rbuf)/2 {
+	if s.roff > 0 && s.roff >= len(s.rbuf)/2 && !s.writing {
 		n := copy(s.rbuf, s.rbuf[s.roff:])
 		s.rbuf = s.rbuf[:n]
 		s.roff = 0
@@ -107,18 +117,30 @@ func (s *Stream) Read(p []byte) (int, error) {
 	if s.roff == len(s.rbuf) {
 		s.rbuf, s.roff = s.rbuf[:0], 0
 	}
-	// Hand the credit back in batches: a WINDOW_UPDATE per read would
-	// cost a frame for every few kilobytes.
+	streamInc, connInc := s.creditLocked(n)
+	c.mu.Unlock()
+	s.sendCredit(streamInc, connInc)
+	return n, nil
+}
+
+// creditLocked accounts for n bytes consumed and returns the credit due to
+// the peer now. It is handed back in batches: a WINDOW_UPDATE per read
+// would cost a frame for every few kilobytes.
+func (s *Stream) creditLocked(n int) (streamInc, connInc uint32) {
+	c := s.c
 	s.unacked += int32(n)
 	c.recvUnacked += int32(n)
-	var streamInc uint32
 	if s.unacked >= streamWindow/4 && !s.recvEOF && s.reset == nil {
 		streamInc = uint32(s.unacked)
 		s.recvWindow += s.unacked
 		s.unacked = 0
 	}
-	connInc := c.takeConnCreditLocked()
-	c.mu.Unlock()
+	return streamInc, c.takeConnCreditLocked()
+}
+
+// sendCredit sends the WINDOW_UPDATEs creditLocked returned.
+func (s *Stream) sendCredit(streamInc, connInc uint32) {
+	c := s.c
 	if streamInc > 0 || connInc > 0 {
 		_ = c.write(func() error {
 			if streamInc > 0 {
@@ -132,7 +154,6 @@ func (s *Stream) Read(p []byte) (int, error) {
 			return nil
 		})
 	}
-	return n, nil
 }
 
 // Write sends bytes through the tunnel, waiting for flow-control credit.

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,6 +58,7 @@ type options struct {
 	drainTimeout          time.Duration
 	terminationGrace      time.Duration
 	logLevel, logFormat   string
+	cpuProfile            string
 }
 
 // env returns the environment variable or def, so that every flag can
@@ -92,6 +94,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.terminationGrace, "termination-drain-duration", 25*time.Second, "how long connections may run on after SIGTERM")
 	fs.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "json"), "json or text")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", env("CPU_PROFILE", ""), "write a CPU profile to this file until exit (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -128,6 +131,17 @@ func run(o *options) error {
 	}
 	log := slog.New(h)
 	slog.SetDefault(log)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

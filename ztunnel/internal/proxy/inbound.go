@@ -22,7 +22,7 @@ const handshakeTimeout = 10 * time.Second
 func (pd *pod) hbone(c net.Conn) {
 	p := pd.p
 	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	tc := tls.Server(c, pd.tlsServer())
+	tc := tls.Server(withReadBuffer(c.(*net.TCPConn)), pd.tlsServer())
 	ctx, cancel := context.WithTimeout(pd.ctx, handshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -40,7 +40,10 @@ func (pd *pod) hbone(c net.Conn) {
 	}
 	untrack := p.conns.add(ConnInfo{Pod: pd.uid, Direction: "hbone_server", Src: src.String()}, true, tc)
 	defer untrack()
-	_ = hbone.Serve(pd.ctx, tc, func(s *hbone.Stream) { pd.inbound.Serve(pd.ctx, s, peer, src) })
+	err = hbone.Serve(pd.ctx, tc, func(s *hbone.Stream) { pd.inbound.Serve(pd.ctx, s, peer, src) })
+	if err != nil {
+		p.cfg.Log.Warn("inbound HBONE connection failed", "pod", pd.name(), "src", src.String(), "src_identity", peer.String(), "error", err)
+	}
 }
 
 // trackTunnel registers a tunnel the handler carries.

@@ -1,0 +1,190 @@
+package hbone
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync"
+	"syscall"
+
+	"golang.org/x/net/http2"
+)
+
+// frameHeaderLen is the size of an HTTP/2 frame header.
+const frameHeaderLen = 9
+
+// Buffers of ReadFrom: a stream starts small, so that mostly idle
+// request/response tunnels stay cheap, and moves to a large buffer once a
+// read fills the small one (bulk transfer), so that each system call and
+// each DATA frame carries as much as possible. Each has room for a frame
+// header in front of the payload.
+const (
+	smallReadFrom = 16 << 10
+	largeReadFrom = maxWriteFrame
+)
+
+var (
+	smallFromBufs = sync.Pool{New: func() any { b := make([]byte, frameHeaderLen+smallReadFrom); return &b }}
+	largeFromBufs = sync.Pool{New: func() any { b := make([]byte, frameHeaderLen+largeReadFrom); return &b }}
+)
+
+// ReadFrom sends everything r yields through the tunnel until r's EOF (not
+// ending the stream: CloseWrite does that). It reads straight into a buffer
+// with room for the frame header in front, so the payload is never copied
+// on its way into TLS.
+func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
+	pool := &smallFromBufs
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
+	var total int64
+	for {
+		buf := *bp
+		n, rerr := r.Read(buf[frameHeaderLen:])
+		if n > 0 {
+			if err := s.sendFrames(buf, n); err != nil {
+				return total, err
+			}
+			total += int64(n)
+			if n == len(buf)-frameHeaderLen && pool == &smallFromBufs {
+				pool.Put(bp)
+				pool = &largeFromBufs
+				bp = pool.Get().(*[]byte)
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// sendFrames sends buf[frameHeaderLen:frameHeaderLen+n] as DATA frames,
+// each as large as the windows and the peer's frame size allow. Each
+// frame's header is written into the 9 bytes before its payload: the
+// headroom for the first, already sent bytes for the others.
+func (s *Stream) sendFrames(buf []byte, n int) error {
+	c := s.c
+	off := frameHeaderLen
+	end := frameHeaderLen + n
+	for off < end {
+		k, err := s.takeCredit(end - off)
+		if err != nil {
+			return err
+		}
+		frame := buf[off-frameHeaderLen : off+k]
+		putDataHeader(frame, s.id, k)
+		if err := c.write(func() error {
+			_, err := c.nc.Write(frame)
+			return err
+		}); err != nil {
+			return err
+		}
+		off += k
+	}
+	return nil
+}
+
+// takeCredit waits for flow-control credit and takes up to want bytes of
+// it, as much as one frame may carry.
+func (s *Stream) takeCredit(want int) (int, error) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for s.reset == nil && !s.sentEnd && (c.sendWindow <= 0 || s.sendWindow <= 0) {
+		c.sendCond.Wait()
+	}
+	if s.reset != nil {
+		return 0, s.reset
+	}
+	if s.sentEnd {
+		return 0, errWriteAfterClose
+	}
+	n := min(want, int(c.sendWindow), int(s.sendWindow), int(c.peerMaxFrame), maxWriteFrame)
+	c.sendWindow -= int32(n)
+	s.sendWindow -= int32(n)
+	return n, nil
+}
+
+func putDataHeader(frame []byte, id uint32, n int) {
+	frame[0], frame[1], frame[2] = byte(n>>16), byte(n>>8), byte(n)
+	frame[3] = byte(http2.FrameData)
+	frame[4] = 0 // no END_STREAM, no padding
+	binary.BigEndian.PutUint32(frame[5:9], id&(1<<31-1))
+}
+
+// WriteTo writes the tunnel's incoming bytes to w until the peer ends its
+// direction (then it returns nil) or the stream fails. It writes straight
+// from the stream's receive buffer, with no copy in between.
+func (s *Stream) WriteTo(w io.Writer) (int64, error) {
+	c := s.c
+	var total int64
+	var sink syscall.RawConn
+	if sc, ok := w.(syscall.Conn); ok {
+		sink, _ = sc.SyscallConn()
+	}
+	c.mu.Lock()
+	s.sink = sink
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		s.sink, s.sinkWaiting = nil, false
+		c.mu.Unlock()
+	}()
+	for {
+		c.mu.Lock()
+		for len(s.rbuf) == s.roff && !s.recvEOF && s.reset == nil {
+			s.sinkWaiting = s.sink != nil
+			s.rcond.Wait()
+		}
+		s.sinkWaiting = false
+		total += s.direct
+		s.direct = 0
+		if len(s.rbuf) == s.roff {
+			err := s.reset
+			c.mu.Unlock()
+			return total, err
+		}
+		// While w writes from the buffer, pushLocked only appends to it,
+		// never compacts it: the bytes in view stay where they are.
+		view := s.rbuf[s.roff:]
+		s.writing = true
+		c.mu.Unlock()
+
+		n, werr := w.Write(view)
+
+		c.mu.Lock()
+		s.writing = false
+		s.roff += n
+		if s.roff == len(s.rbuf) {
+			s.rbuf, s.roff = s.rbuf[:0], 0
+		}
+		streamInc, connInc := s.creditLocked(n)
+		c.mu.Unlock()
+		s.sendCredit(streamInc, connInc)
+		total += int64(n)
+		if werr != nil {
+			return total, werr
+		}
+	}
+}
+
+// writeDirect tries to write p to a socket without blocking and returns how
+// much it took: the socket's buffer may be full, or the socket failed, and
+// then the rest goes through the stream's buffer and WriteTo, which
+// reports the error.
+func writeDirect(rc syscall.RawConn, p []byte) int {
+	n := 0
+	_ = rc.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			m, err := syscall.Write(int(fd), p[n:])
+			if m <= 0 || err != nil {
+				break
+			}
+			n += m
+		}
+		return true // never wait for the socket: the reader must not block
+	})
+	return n
+}
