@@ -62,6 +62,9 @@ type Options struct {
 	// that other traffic of the same pods bypasses the mesh (the benchmark
 	// measures other paths between the same pods at the same time).
 	CapturePorts []uint16
+	// CATTL, if set, is the validity of every workload certificate the CA
+	// issues (controlplane.Server.SetCATTL), from the ztunnels' first fetch.
+	CATTL time.Duration
 }
 
 // Mesh is a running test mesh.
@@ -153,6 +156,9 @@ func Start(ctx context.Context, opts Options) (_ *Mesh, err error) {
 	}
 	if m.CP, err = controlplane.New(controlplane.Options{Authority: m.Authority, Token: Token}); err != nil {
 		return nil, err
+	}
+	if opts.CATTL > 0 {
+		m.CP.SetCATTL(opts.CATTL)
 	}
 	if err := m.CP.Start(m.path("istiod.sock")); err != nil {
 		return nil, err

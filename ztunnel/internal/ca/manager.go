@@ -135,8 +135,14 @@ func (m *Manager) maintain(ctx context.Context, id spiffe.Identity, e *entry) {
 			backoff = min(backoff*2, maxBackoff)
 		} else {
 			backoff = minBackoff
-			life := cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore)
-			wait = time.Until(cert.Leaf.NotBefore.Add(life / 2))
+			// Half of the validity left as it arrives: a CA may backdate
+			// NotBefore for clock skew, by more than a short lifetime, and
+			// half-life from NotBefore would then be past already.
+			start := cert.Leaf.NotBefore
+			if now := time.Now(); now.After(start) {
+				start = now
+			}
+			wait = cert.Leaf.NotAfter.Sub(start) / 2
 			m.log.Info("certificate issued", "identity", id.String(), "expires", cert.Leaf.NotAfter, "renew_in", wait.Round(time.Second))
 		}
 		t := time.NewTimer(wait)

@@ -64,10 +64,10 @@ func New(version string) *Metrics {
 			Name: "istio_tcp_connections_closed_total", Help: "TCP connections closed.",
 		}, labelNames),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "istio_tcp_sent_bytes_total", Help: "Bytes sent towards the destination during TCP connections.",
+			Name: "istio_tcp_sent_bytes_total", Help: "Bytes sent during response (destination to source) in TCP connections.",
 		}, labelNames),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "istio_tcp_received_bytes_total", Help: "Bytes received from the destination during TCP connections.",
+			Name: "istio_tcp_received_bytes_total", Help: "Bytes received during request (source to destination) in TCP connections.",
 		}, labelNames),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "istio_build", Help: "Build information."}, []string{"component", "tag"})
@@ -79,7 +79,9 @@ func New(version string) *Metrics {
 // Opened counts a connection as it starts.
 func (m *Metrics) Opened(l Labels) { m.opened.WithLabelValues(l.values()...).Inc() }
 
-// Closed counts a connection as it ends, with the bytes it carried each way.
+// Closed counts a connection as it ends, with the bytes it carried each way
+// as Istio counts them whichever the reporter: sent is what the destination
+// sent back (the response), received what the source sent (the request).
 func (m *Metrics) Closed(l Labels, sent, received int64) {
 	v := l.values()
 	m.closed.WithLabelValues(v...).Inc()

@@ -109,7 +109,9 @@ func (pd *pod) outbound(c net.Conn) {
 	p.opened(labels)
 	sent, received := inbound.Relay(down, up)
 	untrack()
-	p.closed(labels, sent, received)
+	// Istio counts from the destination's side on both reporters: sent is
+	// the response (up to down), received the request (down to up).
+	p.closed(labels, received, sent)
 	rec.done(labels, sent, received)
 }
 

@@ -60,8 +60,9 @@ type poolKey struct {
 func (pd *pod) name() string { return podName(pd.info) }
 
 // startPod enters the pod's namespace, learns its addresses, makes sure its
-// certificate is there, and opens its listeners.
-func (p *Proxy) startPod(ctx context.Context, uid string, info *zdsapi.WorkloadInfo, nsFile *os.File) (_ *pod, err error) {
+// certificate is there (or, unless needCert, that it is being fetched), and
+// opens its listeners.
+func (p *Proxy) startPod(ctx context.Context, uid string, info *zdsapi.WorkloadInfo, nsFile *os.File, needCert bool) (_ *pod, err error) {
 	if nsFile == nil {
 		return nil, errors.New("add without a network namespace")
 	}
@@ -93,12 +94,25 @@ func (p *Proxy) startPod(ctx context.Context, uid string, info *zdsapi.WorkloadI
 		return nil, err
 	}
 	// The first pod of an identity fetches its certificate: without one
-	// the pod could neither take nor open tunnels, so it must not start.
-	cctx, cancel := context.WithTimeout(ctx, p.cfg.CertTimeout)
+	// the pod could neither take nor open tunnels, so a new pod must not
+	// start. A running one is served meanwhile (plaintext and passthrough
+	// work) while the certificate manager keeps trying.
+	wait := p.cfg.CertTimeout
+	if !needCert {
+		// Keep a snapshot of many pods quick when the CA is away; the
+		// fetch goes on in the background.
+		wait = min(wait, time.Second)
+	}
+	cctx, cancel := context.WithTimeout(ctx, wait)
 	_, err = p.cfg.Certs.Get(cctx, pd.id)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("certificate for %s: %w", pd.id, err)
+		if needCert {
+			return nil, fmt.Errorf("certificate for %s: %w", pd.id, err)
+		}
+		p.cfg.Log.Warn("running pod served without a certificate yet; its tunnels fail until one is issued",
+			"uid", uid, "pod", podName(info), "identity", pd.id.String(), "error", err)
+		err = nil
 	}
 	pd.inbound = &inbound.Handler{
 		PodIP:   pd.ips[0],

@@ -118,7 +118,11 @@ func (p *Proxy) add(ctx context.Context, a *zdsapi.AddWorkload, nsFile *os.File)
 		nsFile.Close()
 		return errors.New("ztunnel is shutting down")
 	}
-	if p.seen != nil {
+	// A pod named in a snapshot is already running behind its redirection
+	// (ztunnel restarted or reconnected): refusing it would leave it
+	// unreachable for good, as the agent does not send it again.
+	running := p.seen != nil
+	if running {
 		p.seen[uid] = true
 	}
 	old := p.pods[uid]
@@ -131,7 +135,7 @@ func (p *Proxy) add(ctx context.Context, a *zdsapi.AddWorkload, nsFile *os.File)
 		// Same UID, new namespace: the sandbox was recreated.
 		p.remove(uid, "replaced by a new sandbox", p.cfg.DrainTimeout)
 	}
-	pd, err := p.startPod(ctx, uid, a.GetWorkloadInfo(), nsFile)
+	pd, err := p.startPod(ctx, uid, a.GetWorkloadInfo(), nsFile, !running)
 	if err != nil {
 		p.cfg.Log.Error("pod not added", "uid", uid, "pod", podName(a.GetWorkloadInfo()), "error", err)
 		return err
