@@ -77,6 +77,10 @@ type conn struct {
 	ctrlSignal chan struct{}
 }
 
+// maxDirectWrite is the largest frame the reader writes to a stream's
+// socket itself (see onData).
+const maxDirectWrite = 32 << 10
+
 // maxQueuedControl bounds the control frames waiting to be written; a peer
 // that provokes more (a PING flood while not reading) loses the connection.
 const maxQueuedControl = 1024
@@ -100,6 +104,9 @@ func newConn(nc net.Conn, server bool) *conn {
 	c.sendCond = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(nc, nc)
 	c.fr.SetMaxReadFrameSize(maxReadFrame)
+	// Frames are handled before the next is read, so their structs can be
+	// reused: no allocation per DATA frame.
+	c.fr.SetReuseFrames()
 	c.fr.MaxHeaderListSize = maxHeaderListSize
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
@@ -295,10 +302,13 @@ func (c *conn) onData(f *http2.DataFrame) error {
 	pad := n - int32(len(data))
 	s.unacked += pad
 	c.recvUnacked += pad
-	if s.sinkWaiting && len(s.rbuf) == s.roff && len(data) > 0 {
+	if s.sinkWaiting && len(s.rbuf) == s.roff && len(data) > 0 && len(data) <= maxDirectWrite {
 		// WriteTo is idle on an empty buffer: write to its socket from
 		// here, sparing a wake-up and a copy per frame. Only this goroutine
 		// adds data, and WriteTo sleeps until it does, so order holds.
+		// Large frames (bulk transfer) still go through WriteTo, so that
+		// the streams of one connection write to their sockets in
+		// parallel rather than all on this goroutine.
 		s.sinkWaiting = false
 		sink := s.sink
 		c.mu.Unlock()

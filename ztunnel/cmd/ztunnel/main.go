@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -94,7 +95,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.terminationGrace, "termination-drain-duration", 25*time.Second, "how long connections may run on after SIGTERM")
 	fs.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "json"), "json or text")
-	fs.StringVar(&o.cpuProfile, "cpu-profile", env("CPU_PROFILE", ""), "write a CPU profile to this file until exit (for performance work)")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", env("CPU_PROFILE", ""), "write a CPU profile to this file until exit, %p replaced by the pid (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -132,7 +133,7 @@ func run(o *options) error {
 	log := slog.New(h)
 	slog.SetDefault(log)
 	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
+		f, err := os.Create(strings.ReplaceAll(o.cpuProfile, "%p", strconv.Itoa(os.Getpid())))
 		if err != nil {
 			return err
 		}

@@ -155,7 +155,7 @@ func (pd *pod) dialHBONE(ctx context.Context, k poolKey) (net.Conn, error) {
 			return err
 		},
 	}
-	tc := tls.Client(withReadBuffer(raw), cfg)
+	tc := tls.Client(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("TLS to %s: %w", k.dial, err)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -298,21 +297,3 @@ func (pd *pod) drain(timeout time.Duration) {
 	pd.pool.Close()
 	pd.ns.Close()
 }
-
-// tlsReadBuffer is how much one read under a TLS connection may take from
-// the socket: TLS records are at most 16 KiB, so without it every record
-// costs a system call.
-const tlsReadBuffer = 256 << 10
-
-// bufferedConn reads a TCP connection through a large buffer; writes and
-// half-closes go straight to it.
-type bufferedConn struct {
-	*net.TCPConn
-	r *bufio.Reader
-}
-
-func withReadBuffer(c *net.TCPConn) net.Conn {
-	return &bufferedConn{TCPConn: c, r: bufio.NewReaderSize(c, tlsReadBuffer)}
-}
-
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
