@@ -318,17 +318,7 @@ func (c *conn) onData(f *http2.DataFrame) error {
 		data = data[w:]
 		streamInc, connInc := s.creditLocked(w)
 		if streamInc > 0 || connInc > 0 {
-			if err := c.queueControl(func() error {
-				if streamInc > 0 {
-					if err := c.fr.WriteWindowUpdate(s.id, streamInc); err != nil {
-						return err
-					}
-				}
-				if connInc > 0 {
-					return c.fr.WriteWindowUpdate(0, connInc)
-				}
-				return nil
-			}); err != nil {
+			if err := c.queueControl(s.windowUpdates(streamInc, connInc)); err != nil {
 				c.mu.Unlock()
 				return err
 			}

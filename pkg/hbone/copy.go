@@ -134,14 +134,10 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	}()
 	for {
 		c.mu.Lock()
-		for len(s.rbuf) == s.roff && !s.recvEOF && s.reset == nil {
-			s.sinkWaiting = s.sink != nil
-			s.rcond.Wait()
-		}
-		s.sinkWaiting = false
+		more := s.waitDataLocked()
 		total += s.direct
 		s.direct = 0
-		if len(s.rbuf) == s.roff {
+		if !more {
 			err := s.reset
 			c.mu.Unlock()
 			return total, err

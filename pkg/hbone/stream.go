@@ -97,14 +97,22 @@ func (s *Stream) resetLocked(err error) {
 	s.c.maybeForgetLocked(s)
 }
 
+// waitDataLocked waits until there are bytes to read, and reports whether
+// there are: false once the stream ended (s.reset tells how).
+func (s *Stream) waitDataLocked() bool {
+	for len(s.rbuf) == s.roff && !s.recvEOF && s.reset == nil {
+		s.sinkWaiting = s.sink != nil
+		s.rcond.Wait()
+	}
+	s.sinkWaiting = false
+	return len(s.rbuf) > s.roff
+}
+
 // Read reads tunnelled bytes; io.EOF once the peer closed its direction.
 func (s *Stream) Read(p []byte) (int, error) {
 	c := s.c
 	c.mu.Lock()
-	for len(s.rbuf) == s.roff && !s.recvEOF && s.reset == nil {
-		s.rcond.Wait()
-	}
-	if len(s.rbuf) == s.roff {
+	if !s.waitDataLocked() {
 		err := s.reset
 		if err == nil {
 			err = io.EOF
@@ -140,19 +148,25 @@ func (s *Stream) creditLocked(n int) (streamInc, connInc uint32) {
 
 // sendCredit sends the WINDOW_UPDATEs creditLocked returned.
 func (s *Stream) sendCredit(streamInc, connInc uint32) {
-	c := s.c
 	if streamInc > 0 || connInc > 0 {
-		_ = c.write(func() error {
-			if streamInc > 0 {
-				if err := c.fr.WriteWindowUpdate(s.id, streamInc); err != nil {
-					return err
-				}
+		_ = s.c.write(s.windowUpdates(streamInc, connInc))
+	}
+}
+
+// windowUpdates writes the stream's and the connection's credit; run it
+// with the frame writer.
+func (s *Stream) windowUpdates(streamInc, connInc uint32) func() error {
+	c := s.c
+	return func() error {
+		if streamInc > 0 {
+			if err := c.fr.WriteWindowUpdate(s.id, streamInc); err != nil {
+				return err
 			}
-			if connInc > 0 {
-				return c.fr.WriteWindowUpdate(0, connInc)
-			}
-			return nil
-		})
+		}
+		if connInc > 0 {
+			return c.fr.WriteWindowUpdate(0, connInc)
+		}
+		return nil
 	}
 }
 

@@ -313,11 +313,21 @@ func Listen(ns netlab.Netns, addr string) (net.Listener, error) {
 
 // HTTPGet fetches a URL from inside a namespace (a node's ztunnel ports).
 func HTTPGet(ctx context.Context, ns netlab.Netns, url string) (int, []byte, error) {
+	return httpDo(ctx, ns, http.MethodGet, url)
+}
+
+// HTTPPost posts an empty body to a URL from inside a namespace (a node's
+// ztunnel admin port, to change its log level for example).
+func HTTPPost(ctx context.Context, ns netlab.Netns, url string) (int, []byte, error) {
+	return httpDo(ctx, ns, http.MethodPost, url)
+}
+
+func httpDo(ctx context.Context, ns netlab.Netns, method, url string) (int, []byte, error) {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return Dial(ctx, ns, addr) },
 	}}
 	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -442,6 +452,10 @@ func (m *Mesh) ConfigDump(ctx context.Context, n int) (string, error) {
 	}
 	return string(body), nil
 }
+
+// ControlPlaneSocket is the unix socket the control plane serves on and
+// the ztunnels dial; pass it to CP.Start after a CP.Stop.
+func (m *Mesh) ControlPlaneSocket() string { return m.path("istiod.sock") }
 
 // Metrics returns node n's ztunnel metrics.
 func (m *Mesh) Metrics(ctx context.Context, n int) (string, error) {
