@@ -102,8 +102,10 @@ func Build(ctx context.Context, dir string) (string, error) {
 		return "", err
 	}
 	out := filepath.Join(dir, "ztunnel")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./ztunnel/cmd/ztunnel")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, "./ztunnel/cmd/ztunnel")
 	cmd.Dir = root
+	// Static, as the image ships it: no libc mapped into every ztunnel.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ztunnel: %w: %s", err, b)
 	}

@@ -24,12 +24,12 @@ import (
 	"syscall"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/ambient-mesh/mesh/pkg/xdsapi"
 	"github.com/ambient-mesh/mesh/pkg/zds"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/admin"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/ca"
@@ -219,9 +219,11 @@ func run(o *options) error {
 		}
 	}
 
-	node := &corev3.Node{
-		Id:      fmt.Sprintf("ztunnel~%s~%s.%s~%s.svc.cluster.local", o.podIP, o.podName, o.podNamespace, o.podNamespace),
-		Cluster: o.clusterID,
+	node := &xdsapi.Node{
+		Id:               fmt.Sprintf("ztunnel~%s~%s.%s~%s.svc.cluster.local", o.podIP, o.podName, o.podNamespace, o.podNamespace),
+		Cluster:          o.clusterID,
+		UserAgentName:    "ztunnel",
+		UserAgentVersion: version,
 	}
 	if md, err := structpb.NewStruct(map[string]any{"NODE_NAME": o.nodeName, "CLUSTER_ID": o.clusterID, "NAMESPACE": o.podNamespace, "NAME": o.podName}); err == nil {
 		node.Metadata = md

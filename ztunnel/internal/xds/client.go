@@ -8,12 +8,10 @@ import (
 	"math/rand/v2"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/ambient-mesh/mesh/pkg/xdsapi"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
 )
 
@@ -26,7 +24,7 @@ const (
 // Client keeps a Store in sync with istiod.
 type Client struct {
 	Conn  grpc.ClientConnInterface
-	Node  *corev3.Node
+	Node  *xdsapi.Node
 	Store *state.Store
 	Log   *slog.Logger
 	// OnSynced, if set, is called after the first response of each type on
@@ -63,12 +61,12 @@ func (c *Client) Run(ctx context.Context) {
 func (c *Client) session(ctx context.Context) (received bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(c.Conn).DeltaAggregatedResources(ctx)
+	stream, err := xdsapi.OpenDelta(ctx, c.Conn)
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)
 	}
 	for i, t := range Types {
-		req := &discovery.DeltaDiscoveryRequest{TypeUrl: t, InitialResourceVersions: c.Store.Versions(t)}
+		req := &xdsapi.DeltaDiscoveryRequest{TypeUrl: t, InitialResourceVersions: c.Store.Versions(t)}
 		if i == 0 {
 			req.Node = c.Node
 		}
@@ -83,10 +81,10 @@ func (c *Client) session(ctx context.Context) (received bool, err error) {
 			return received, err
 		}
 		received = true
-		ack := &discovery.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		ack := &xdsapi.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		if applyErr := c.apply(resp); applyErr != nil {
 			c.Log.Error("rejected xds resources", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce(), "error", applyErr)
-			ack.ErrorDetail = &status.Status{Code: int32(codes.InvalidArgument), Message: applyErr.Error()}
+			ack.ErrorDetail = &xdsapi.Status{Code: int32(codes.InvalidArgument), Message: applyErr.Error()}
 		}
 		if err := stream.Send(ack); err != nil {
 			return received, err
@@ -100,7 +98,7 @@ func (c *Client) session(ctx context.Context) (received bool, err error) {
 	}
 }
 
-func (c *Client) apply(resp *discovery.DeltaDiscoveryResponse) error {
+func (c *Client) apply(resp *xdsapi.DeltaDiscoveryResponse) error {
 	var errs []error
 	updated := make([]state.Resource, 0, len(resp.GetResources()))
 	for _, r := range resp.GetResources() {

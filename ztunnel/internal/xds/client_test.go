@@ -11,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
+	"github.com/ambient-mesh/mesh/pkg/xdsapi"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
 )
 
@@ -116,7 +116,7 @@ func TestSyncNackAndResume(t *testing.T) {
 	}
 	defer cc.Close()
 	store := state.New()
-	c := &Client{Conn: cc, Node: &corev3.Node{Id: "ztunnel~10.250.0.11~ztunnel-x.istio-system~istio-system.svc.cluster.local"},
+	c := &Client{Conn: cc, Node: &xdsapi.Node{Id: "ztunnel~10.250.0.11~ztunnel-x.istio-system~istio-system.svc.cluster.local"},
 		Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
