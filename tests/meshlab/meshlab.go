@@ -415,6 +415,22 @@ func (m *Mesh) WaitReady(ctx context.Context, n int) error {
 	}
 }
 
+// Terminate sends SIGTERM to node n's ztunnel, as the kubelet does when it
+// stops the pod, and returns a channel closed once the process has exited.
+func (m *Mesh) Terminate(n int) (<-chan struct{}, error) {
+	node := m.Nodes[n-1]
+	node.mu.Lock()
+	cmd, exited := node.cmd, node.exited
+	node.mu.Unlock()
+	if cmd == nil {
+		return nil, fmt.Errorf("ztunnel on node%d is not running", n)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return nil, err
+	}
+	return exited, nil
+}
+
 // StopZtunnel sends SIGTERM to node n's ztunnel and waits for it to exit,
 // killing it after grace.
 func (m *Mesh) StopZtunnel(n int, grace time.Duration) error {

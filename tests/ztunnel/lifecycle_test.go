@@ -81,3 +81,47 @@ func TestPodRemovalDrainsThenCuts(t *testing.T) {
 	}
 	waitLog(t, m, 2, "drain timed out; connections cut", "pod=default/server")
 }
+
+// TestSIGTERMDrainsThenExits stops the client's ztunnel as the kubelet
+// does: it takes no new connections at once, carries the open one through
+// the termination drain period, then cuts it and exits.
+func TestSIGTERMDrainsThenExits(t *testing.T) {
+	const grace = 2 * time.Second
+	m := newMesh(t, standardPods, "--termination-drain-duration="+grace.String())
+	startApp(t, m, "server", 8080)
+	target := addr(m, "server", 8080)
+	e := openEcho(t, m, "client", target)
+
+	exited, err := m.Terminate(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signalled := time.Now()
+	e.mustPing(t, "right after SIGTERM")
+	waitFor(t, grace/2, "new connections from the client refused", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := exchange(ctx, m, "client", target, "new\n"); !errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("new connection: %v", err)
+		}
+		return nil
+	})
+	e.mustPing(t, "during the drain period")
+
+	select {
+	case <-exited:
+	case <-time.After(grace + 10*time.Second):
+		t.Fatalf("ztunnel still running %s after SIGTERM with a %s drain period", time.Since(signalled).Round(time.Millisecond), grace)
+	}
+	if took := time.Since(signalled); took < grace*3/4 {
+		t.Errorf("ztunnel exited %s after SIGTERM, before its %s drain period, with a connection open", took.Round(time.Millisecond), grace)
+	}
+	if err := e.ping(); err == nil {
+		t.Error("the connection still echoes after ztunnel exited")
+	}
+	for _, want := range []string{"draining", "drain timed out; connections cut", "ztunnel stopped"} {
+		if len(logLines(m, 1, want)) == 0 {
+			t.Errorf("node1 log has no %q line", want)
+		}
+	}
+}
