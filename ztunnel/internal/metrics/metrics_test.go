@@ -5,6 +5,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 func scrape(t *testing.T, m *Metrics) string {
@@ -56,5 +60,62 @@ func TestUnknownLabelsArePlaintextDefaults(t *testing.T) {
 	out := scrape(t, m)
 	if !strings.Contains(out, `connection_security_policy="unknown"`) || !strings.Contains(out, `source_principal="unknown"`) {
 		t.Fatalf("plaintext connection labels:\n%s", out)
+	}
+}
+
+// The exposition is what Prometheus parses: the reference parser reads it
+// back with every value, including label values that need escaping.
+func TestExpositionParses(t *testing.T) {
+	m := New(`v1 "quoted"`)
+	odd := Labels{Reporter: "source", SourceWorkload: "a\\b", DestinationService: `say "hi"`, DestinationWorkload: "two\nlines"}
+	m.Opened(odd)
+	m.Opened(odd)
+	m.Closed(odd, 7, 9)
+	m.Opened(Labels{Reporter: "destination"})
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(scrape(t, m)))
+	if err != nil {
+		t.Fatalf("Prometheus cannot parse the exposition: %v", err)
+	}
+	find := func(name, reporter string) *dto.Metric {
+		f := fams[name]
+		if f == nil || f.GetType() != dto.MetricType_COUNTER && name != "istio_build" {
+			t.Fatalf("%s missing or not a counter: %v", name, f)
+		}
+		for _, mt := range f.GetMetric() {
+			for _, lp := range mt.GetLabel() {
+				if lp.GetName() == "reporter" && lp.GetValue() == reporter {
+					return mt
+				}
+			}
+		}
+		t.Fatalf("%s has no series for reporter %s", name, reporter)
+		return nil
+	}
+	for name, want := range map[string]float64{
+		"istio_tcp_connections_opened_total": 2, "istio_tcp_connections_closed_total": 1,
+		"istio_tcp_sent_bytes_total": 7, "istio_tcp_received_bytes_total": 9,
+	} {
+		mt := find(name, "source")
+		if got := mt.GetCounter().GetValue(); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+		labels := map[string]string{}
+		for _, lp := range mt.GetLabel() {
+			labels[lp.GetName()] = lp.GetValue()
+		}
+		if labels["source_workload"] != "a\\b" || labels["destination_service"] != `say "hi"` || labels["destination_workload"] != "two\nlines" {
+			t.Errorf("%s labels came back as %q", name, labels)
+		}
+		if len(labels) != len(labelNames) {
+			t.Errorf("%s has %d labels, want %d", name, len(labels), len(labelNames))
+		}
+	}
+	if got := find("istio_tcp_connections_opened_total", "destination").GetCounter().GetValue(); got != 1 {
+		t.Errorf("destination series opened = %v, want 1", got)
+	}
+	b := fams["istio_build"]
+	if b.GetType() != dto.MetricType_GAUGE || len(b.GetMetric()) != 1 || b.GetMetric()[0].GetGauge().GetValue() != 1 {
+		t.Fatalf("istio_build: %v", b)
 	}
 }
