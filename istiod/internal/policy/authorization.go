@@ -256,63 +256,44 @@ func (t *translator) condition(path string, c *securityv1beta1.Condition) (*secu
 	return m, !ok1 || !ok2
 }
 
-// addresses parses a list of CIDRs or IPs. On a bad entry it reports it
-// and returns no list, so the field is unconstrained (broader, for DENY)
-// and the caller fails the rule (for ALLOW).
+// parseAll parses every entry of a list. On a bad entry it reports it
+// (want says what an entry must be) and returns no list, so the field is
+// unconstrained (broader, for DENY) and the caller fails the rule (for
+// ALLOW).
+func parseAll[T any](t *translator, path, want string, vs []string, parse func(string) (T, bool)) ([]T, bool) {
+	var out []T
+	ok := true
+	for i, v := range vs {
+		x, good := parse(v)
+		if !good {
+			t.report.invalid(fmt.Sprintf("%s[%d]", path, i), "%q is not %s", v, want)
+			ok = false
+			continue
+		}
+		out = append(out, x)
+	}
+	if !ok {
+		return nil, false
+	}
+	return out, true
+}
+
+// addresses parses a list of CIDRs or IPs.
 func (t *translator) addresses(path string, vs []string) ([]*security.Address, bool) {
-	var out []*security.Address
-	ok := true
-	for i, v := range vs {
-		a, good := parseAddress(v)
-		if !good {
-			t.report.invalid(fmt.Sprintf("%s[%d]", path, i), "%q is not an IP address or CIDR", v)
-			ok = false
-			continue
-		}
-		out = append(out, a)
-	}
-	if !ok {
-		return nil, false
-	}
-	return out, true
+	return parseAll(t, path, "an IP address or CIDR", vs, parseAddress)
 }
 
-// ports parses a list of port numbers, with the same failure handling as
-// addresses.
+// ports parses a list of port numbers.
 func (t *translator) ports(path string, vs []string) ([]uint32, bool) {
-	var out []uint32
-	ok := true
-	for i, v := range vs {
-		p, good := parsePort(v)
-		if !good {
-			t.report.invalid(fmt.Sprintf("%s[%d]", path, i), "%q is not a port number", v)
-			ok = false
-			continue
-		}
-		out = append(out, p)
-	}
-	if !ok {
-		return nil, false
-	}
-	return out, true
+	return parseAll(t, path, "a port number", vs, parsePort)
 }
 
+// serviceAccounts parses "<namespace>/<serviceaccount>" or, in the
+// policy's namespace, "<serviceaccount>".
 func (t *translator) serviceAccounts(path string, vs []string) ([]*security.ServiceAccountMatch, bool) {
-	var out []*security.ServiceAccountMatch
-	ok := true
-	for i, v := range vs {
-		sa, good := parseServiceAccount(v, t.namespace)
-		if !good {
-			t.report.invalid(fmt.Sprintf("%s[%d]", path, i), "%q is not <namespace>/<serviceaccount> or <serviceaccount>", v)
-			ok = false
-			continue
-		}
-		out = append(out, sa)
-	}
-	if !ok {
-		return nil, false
-	}
-	return out, true
+	return parseAll(t, path, "<namespace>/<serviceaccount> or <serviceaccount>", vs, func(v string) (*security.ServiceAccountMatch, bool) {
+		return parseServiceAccount(v, t.namespace)
+	})
 }
 
 func all(bs []bool) bool {
