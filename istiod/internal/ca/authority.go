@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
@@ -392,4 +394,50 @@ func randomSerial() (*big.Int, error) {
 		return nil, fmt.Errorf("serial number: %w", err)
 	}
 	return n.Add(n, big.NewInt(1)), nil
+}
+
+// ServingCertificate issues a TLS server certificate for dnsNames, such as
+// istiod's own "istiod.<ns>.svc", with a new ECDSA P-256 key that never
+// leaves memory. It is valid for ttl, but never past the signing chain's
+// expiry. The chain is leaf first and excludes the root, which clients
+// already hold.
+func (a *Authority) ServingCertificate(dnsNames []string, ttl time.Duration) (tls.Certificate, error) {
+	if len(dnsNames) == 0 || ttl <= 0 {
+		return tls.Certificate{}, errors.New("serving certificate: DNS names and a positive ttl required")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("serving certificate: %w", err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: dnsNames[0]},
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              earlier(now.Add(ttl), a.notAfter),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		DNSNames:              slices.Clone(dnsNames),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.cert, &key.PublicKey, a.key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("serving certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("serving certificate: %w", err)
+	}
+	chain := [][]byte{der}
+	if !a.cert.Equal(a.root) {
+		chain = append(chain, a.cert.Raw)
+	}
+	for _, c := range a.inter {
+		chain = append(chain, c.Raw)
+	}
+	return tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, nil
 }

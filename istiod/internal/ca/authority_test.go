@@ -362,3 +362,31 @@ func keys(m map[string][]byte) []string {
 	}
 	return out
 }
+
+func TestServingCertificate(t *testing.T) {
+	a, err := NewSelfSigned("cluster.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ServingCertificate(nil, time.Hour); err == nil {
+		t.Error("no DNS names: no error")
+	}
+	names := []string{"istiod.istio-system.svc", "istiod.istio-system.svc.cluster.local"}
+	c, err := a.ServingCertificate(names, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(a.RootPEM())
+	for _, n := range names {
+		if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: n, Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	if !c.Leaf.NotAfter.Before(time.Now().Add(2 * time.Hour)) {
+		t.Errorf("leaf outlives the root: %v", c.Leaf.NotAfter)
+	}
+	if len(c.Certificate) != 1 {
+		t.Errorf("chain of %d for a self-signed root, want the leaf only", len(c.Certificate))
+	}
+}

@@ -1,0 +1,266 @@
+// Command istiod is the mesh's control plane: it serves workload discovery
+// (istio.workload.Address over Delta ADS) translated from the cluster's
+// Namespaces, Pods and Services, and issues workload certificates
+// (IstioCertificateService).
+//
+// It listens on three addresses: plaintext gRPC with ADS (15010), TLS gRPC
+// with ADS and the CA (15012), under a serving certificate its own CA signs
+// for istiod.<namespace>.svc, and HTTP readiness at /ready (8080), 200 once
+// its informers have synced. Once listening it prints
+// "listening <grpc> <secure-grpc> <ready>" on standard output; logs are
+// JSON on standard error. SIGTERM or SIGINT stops it.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/ambient-mesh/mesh/istiod/internal/ads"
+	"github.com/ambient-mesh/mesh/istiod/internal/ca"
+	"github.com/ambient-mesh/mesh/istiod/internal/controller"
+	"github.com/ambient-mesh/mesh/istiod/internal/workloads"
+)
+
+// servingCertTTL is the validity of istiod's own serving certificate; it
+// is regenerated at every start.
+const servingCertTTL = 365 * 24 * time.Hour
+
+type options struct {
+	kubeconfig   string
+	namespace    string
+	trustDomain  string
+	clusterID    string
+	domainSuffix string
+	grpcAddr     string
+	secureAddr   string
+	readyAddr    string
+	nodeAccounts string
+	rootSelector string
+	logLevel     string
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("istiod", flag.ContinueOnError)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; in-cluster configuration if empty")
+	fs.StringVar(&o.namespace, "namespace", "istio-system", "istiod's namespace: its CA secrets and its service name")
+	fs.StringVar(&o.trustDomain, "trust-domain", workloads.DefaultTrustDomain, "trust domain of workload identities")
+	fs.StringVar(&o.clusterID, "cluster-id", workloads.DefaultClusterID, "cluster id, part of workload uids")
+	fs.StringVar(&o.domainSuffix, "domain-suffix", workloads.DefaultDomainSuffix, "cluster DNS domain suffix")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", ":15010", "plaintext gRPC address (ADS)")
+	fs.StringVar(&o.secureAddr, "secure-grpc-addr", ":15012", "TLS gRPC address (ADS and the CA)")
+	fs.StringVar(&o.readyAddr, "ready-addr", ":8080", "HTTP address of /ready")
+	fs.StringVar(&o.nodeAccounts, "node-accounts", "istio-system/ztunnel", "comma-separated namespace/serviceaccount names allowed to impersonate workloads on their node")
+	fs.StringVar(&o.rootSelector, "root-namespace-selector", "", "label selector of the namespaces to publish the root certificate ConfigMap to; all if empty")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return o, nil
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		os.Exit(2)
+	}
+	level := new(slog.LevelVar)
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "istiod: -log-level: %v\n", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "istiod")
+	klog.SetSlogLogger(log.With("subsystem", "client-go"))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, o, log); err != nil {
+		log.Error("istiod failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o *options, log *slog.Logger) error {
+	var cfg *rest.Config
+	var err error
+	if o.kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return fmt.Errorf("kubernetes config: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+
+	var rootSelector labels.Selector
+	if o.rootSelector != "" {
+		if rootSelector, err = labels.Parse(o.rootSelector); err != nil {
+			return fmt.Errorf("-root-namespace-selector: %w", err)
+		}
+	}
+
+	caLog := log.With("subsystem", "ca")
+	loadCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	authority, source, err := ca.LoadOrCreate(loadCtx, client, o.namespace, caLog)
+	cancel()
+	if err != nil {
+		return err
+	}
+	caLog.Info("signing authority ready", "source", source)
+	dnsNames := []string{"istiod." + o.namespace + ".svc", "istiod." + o.namespace + ".svc." + o.domainSuffix}
+	serving, err := authority.ServingCertificate(dnsNames, servingCertTTL)
+	if err != nil {
+		return err
+	}
+	caLog.Info("serving certificate issued", "dns_names", dnsNames, "expires", serving.Leaf.NotAfter)
+
+	ctx, cancelAll := context.WithCancel(ctx)
+	defer cancelAll()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancelAll()
+
+	pods, err := ca.NewPodIndex(ctx, client, log.With("subsystem", "pod-index"))
+	if err != nil {
+		return err
+	}
+	defer pods.Stop()
+	var podsSynced atomic.Bool
+	wg.Go(func() {
+		if err := pods.WaitForSync(ctx); err == nil {
+			podsSynced.Store(true)
+		}
+	})
+	publisher := &ca.RootPublisher{Client: client, RootPEM: authority.RootPEM(), NamespaceSelector: rootSelector, Log: log.With("subsystem", "root-publisher")}
+	wg.Go(func() {
+		if err := publisher.Run(ctx); err != nil {
+			log.Error("root publisher stopped", "error", err)
+		}
+	})
+
+	cache := ads.NewCache()
+	ctl, err := controller.New(client, cache, workloads.MeshConfig{
+		ClusterID: o.clusterID, TrustDomain: o.trustDomain, DomainSuffix: o.domainSuffix,
+	}, log.With("subsystem", "controller"))
+	if err != nil {
+		return err
+	}
+	ctlErr := make(chan error, 1)
+	wg.Go(func() { ctlErr <- ctl.Run(ctx) })
+
+	adsServer := ads.NewServer(cache, log.With("subsystem", "ads"))
+	caServer := &ca.Server{
+		Authority:           authority,
+		TrustDomain:         o.trustDomain,
+		Authenticate:        &ca.TokenReviewer{Client: client},
+		Pods:                pods,
+		TrustedNodeAccounts: splitList(o.nodeAccounts),
+		Log:                 caLog,
+	}
+	plain := grpc.NewServer()
+	adsServer.Register(plain)
+	secure := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{serving},
+		MinVersion:   tls.VersionTLS12,
+	})))
+	adsServer.Register(secure)
+	caServer.Register(secure)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !ctl.HasSynced() || !podsSynced.Load() {
+			http.Error(w, "not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	var lis [3]net.Listener
+	for i, addr := range []string{o.grpcAddr, o.secureAddr, o.readyAddr} {
+		if lis[i], err = net.Listen("tcp", addr); err != nil {
+			for _, l := range lis[:i] {
+				l.Close()
+			}
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+	}
+	served := make(chan error, 3)
+	go func() { served <- plain.Serve(lis[0]) }()
+	go func() { served <- secure.Serve(lis[1]) }()
+	go func() { served <- httpServer.Serve(lis[2]) }()
+	log.Info("serving", "grpc", lis[0].Addr().String(), "secure_grpc", lis[1].Addr().String(), "ready", lis[2].Addr().String(),
+		"namespace", o.namespace, "cluster_id", o.clusterID, "trust_domain", o.trustDomain, "node_accounts", caServer.TrustedNodeAccounts)
+	fmt.Printf("listening %s %s %s\n", lis[0].Addr(), lis[1].Addr(), lis[2].Addr())
+
+	var failure error
+	select {
+	case err := <-served:
+		failure = fmt.Errorf("serve: %w", err)
+	case err := <-ctlErr:
+		if err != nil && ctx.Err() == nil {
+			failure = err
+		}
+	case <-ctx.Done():
+	}
+	cancelAll()
+	log.Info("stopping")
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShutdown()
+	_ = httpServer.Shutdown(shutdownCtx)
+	// ADS streams never end on their own, so a graceful stop only gets a
+	// moment to finish unary calls before the streams are cut.
+	for _, g := range []*grpc.Server{plain, secure} {
+		stopped := make(chan struct{})
+		go func() { g.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(time.Second):
+			g.Stop()
+			<-stopped
+		}
+	}
+	st := adsServer.Stats()
+	log.Info("stopped", "pushes", st.Pushes, "resources_pushed", st.ResourcesPushed, "certificates_issued", caServer.Stats().Issued)
+	return failure
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
