@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,14 +29,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/ambient-mesh/mesh/istiod/internal/ads"
-	"github.com/ambient-mesh/mesh/istiod/internal/ca"
+	"github.com/ambient-mesh/mesh/istiod/internal/bootstrap"
 	"github.com/ambient-mesh/mesh/istiod/internal/controller"
 	"github.com/ambient-mesh/mesh/istiod/internal/workloads"
 )
@@ -91,12 +86,11 @@ func main() {
 	if err != nil {
 		os.Exit(2)
 	}
-	level := new(slog.LevelVar)
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+	log, err := bootstrap.Logger(os.Stderr, o.logLevel, true)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "istiod: -log-level: %v\n", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "istiod")
 	klog.SetSlogLogger(log.With("subsystem", "client-go"))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -107,64 +101,35 @@ func main() {
 }
 
 func run(ctx context.Context, o *options, log *slog.Logger) error {
-	var cfg *rest.Config
-	var err error
-	if o.kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return fmt.Errorf("kubernetes config: %w", err)
-	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
-
-	var rootSelector labels.Selector
-	if o.rootSelector != "" {
-		if rootSelector, err = labels.Parse(o.rootSelector); err != nil {
-			return fmt.Errorf("-root-namespace-selector: %w", err)
-		}
-	}
-
-	caLog := log.With("subsystem", "ca")
-	loadCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	authority, source, err := ca.LoadOrCreate(loadCtx, client, o.namespace, caLog)
-	cancel()
+	client, err := bootstrap.KubeClient(o.kubeconfig)
 	if err != nil {
 		return err
 	}
-	caLog.Info("signing authority ready", "source", source)
-	dnsNames := []string{"istiod." + o.namespace + ".svc", "istiod." + o.namespace + ".svc." + o.domainSuffix}
-	serving, err := authority.ServingCertificate(dnsNames, servingCertTTL)
-	if err != nil {
-		return err
-	}
-	caLog.Info("serving certificate issued", "dns_names", dnsNames, "expires", serving.Leaf.NotAfter)
-
 	ctx, cancelAll := context.WithCancel(ctx)
 	defer cancelAll()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancelAll()
 
-	pods, err := ca.NewPodIndex(ctx, client, log.With("subsystem", "pod-index"))
+	certAuthority, err := bootstrap.StartCA(ctx, client, bootstrap.CAOptions{
+		Namespace: o.namespace, TrustDomain: o.trustDomain, NodeAccounts: o.nodeAccounts,
+		RootSelector: o.rootSelector, SelectorFlag: "root-namespace-selector", Log: log,
+	})
 	if err != nil {
 		return err
 	}
-	defer pods.Stop()
+	defer certAuthority.Stop()
+	caServer := certAuthority.Server
+	dnsNames := []string{"istiod." + o.namespace + ".svc", "istiod." + o.namespace + ".svc." + o.domainSuffix}
+	serving, err := certAuthority.Authority.ServingCertificate(dnsNames, servingCertTTL)
+	if err != nil {
+		return err
+	}
+	certAuthority.Log.Info("serving certificate issued", "dns_names", dnsNames, "expires", serving.Leaf.NotAfter)
 	var podsSynced atomic.Bool
 	wg.Go(func() {
-		if err := pods.WaitForSync(ctx); err == nil {
+		if err := certAuthority.Pods.WaitForSync(ctx); err == nil {
 			podsSynced.Store(true)
-		}
-	})
-	publisher := &ca.RootPublisher{Client: client, RootPEM: authority.RootPEM(), NamespaceSelector: rootSelector, Log: log.With("subsystem", "root-publisher")}
-	wg.Go(func() {
-		if err := publisher.Run(ctx); err != nil {
-			log.Error("root publisher stopped", "error", err)
 		}
 	})
 
@@ -179,14 +144,6 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	wg.Go(func() { ctlErr <- ctl.Run(ctx) })
 
 	adsServer := ads.NewServer(cache, log.With("subsystem", "ads"))
-	caServer := &ca.Server{
-		Authority:           authority,
-		TrustDomain:         o.trustDomain,
-		Authenticate:        &ca.TokenReviewer{Client: client},
-		Pods:                pods,
-		TrustedNodeAccounts: splitList(o.nodeAccounts),
-		Log:                 caLog,
-	}
 	plain := grpc.NewServer()
 	adsServer.Register(plain)
 	secure := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
@@ -253,14 +210,4 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	st := adsServer.Stats()
 	log.Info("stopped", "pushes", st.Pushes, "resources_pushed", st.ResourcesPushed, "certificates_issued", caServer.Stats().Issued)
 	return failure
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }

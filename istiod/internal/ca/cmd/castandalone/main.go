@@ -19,17 +19,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/ambient-mesh/mesh/istiod/internal/bootstrap"
 	"github.com/ambient-mesh/mesh/istiod/internal/ca"
 )
 
@@ -74,12 +69,11 @@ func main() {
 	if err != nil {
 		os.Exit(2)
 	}
-	level := new(slog.LevelVar)
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+	log, err := bootstrap.Logger(os.Stderr, o.logLevel, false)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "castandalone: -log-level: %v\n", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "istiod")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, o, log); err != nil {
@@ -89,71 +83,20 @@ func main() {
 }
 
 func run(ctx context.Context, o *options, log *slog.Logger) error {
-	var cfg *rest.Config
-	var err error
-	if o.kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return fmt.Errorf("kubernetes config: %w", err)
-	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
-	var selector labels.Selector
-	if o.namespaceSelector != "" {
-		if selector, err = labels.Parse(o.namespaceSelector); err != nil {
-			return fmt.Errorf("-namespace-selector: %w", err)
-		}
-	}
-
-	loadCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	caLog := log.With("subsystem", "ca")
-	authority, source, err := ca.LoadOrCreate(loadCtx, client, o.namespace, caLog)
-	cancel()
+	client, err := bootstrap.KubeClient(o.kubeconfig)
 	if err != nil {
 		return err
 	}
-	caLog.Info("signing authority ready", "source", source)
-
-	ctx, cancelAll := context.WithCancel(ctx)
-	defer cancelAll()
-	pods, err := ca.NewPodIndex(ctx, client, log.With("subsystem", "pod-index"))
+	certAuthority, err := bootstrap.StartCA(ctx, client, bootstrap.CAOptions{
+		Namespace: o.namespace, TrustDomain: o.trustDomain, NodeAccounts: o.nodeAccounts,
+		RootSelector: o.namespaceSelector, SelectorFlag: "namespace-selector",
+		NoRootPublisher: !o.publishRoot, NodeFromPodOnly: !o.nodeFromToken, WaitForSync: true, Log: log,
+	})
 	if err != nil {
 		return err
 	}
-	defer pods.Stop()
-	if err := pods.WaitForSync(ctx); err != nil {
-		return err
-	}
-
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancelAll()
-	if o.publishRoot {
-		p := &ca.RootPublisher{Client: client, RootPEM: authority.RootPEM(), NamespaceSelector: selector, Log: log.With("subsystem", "root-publisher")}
-		wg.Go(func() {
-			if err := p.Run(ctx); err != nil {
-				log.Error("root publisher stopped", "error", err)
-			}
-		})
-	}
-
-	var auth ca.Authenticator = &ca.TokenReviewer{Client: client}
-	if !o.nodeFromToken {
-		auth = podNodeOnly{auth}
-	}
-	srv := &ca.Server{
-		Authority:           authority,
-		TrustDomain:         o.trustDomain,
-		Authenticate:        auth,
-		Pods:                pods,
-		TrustedNodeAccounts: splitList(o.nodeAccounts),
-		Log:                 caLog,
-	}
+	defer certAuthority.Stop()
+	srv, caLog := certAuthority.Server, certAuthority.Log
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -183,26 +126,4 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	caLog.Info("stopped", "issued", srv.Stats().Issued, "refused", srv.Stats().Refused)
 	return nil
-}
-
-// podNodeOnly forgets the node a token names, so that the server finds it
-// from the caller's pod instead.
-type podNodeOnly struct{ ca.Authenticator }
-
-func (a podNodeOnly) Authenticate(ctx context.Context, token string) (*ca.Caller, error) {
-	c, err := a.Authenticator.Authenticate(ctx, token)
-	if c != nil {
-		c.NodeName = ""
-	}
-	return c, err
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
