@@ -66,17 +66,7 @@ func TestCA(t *testing.T) {
 	c := framework.Get(t)
 	ctx := t.Context()
 
-	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ready []string
-	for _, n := range nodes.Items {
-		if framework.NodeReady(n) {
-			ready = append(ready, n.Name)
-		}
-	}
-	slices.Sort(ready)
+	ready := c.ReadyNodes(t)
 	if len(ready) < 2 {
 		t.Fatalf("want 2 ready nodes, got %v", ready)
 	}

@@ -43,17 +43,7 @@ func TestIstiod(t *testing.T) {
 	c := framework.Get(t)
 	ctx := t.Context()
 
-	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ready []string
-	for _, n := range nodes.Items {
-		if framework.NodeReady(n) {
-			ready = append(ready, n.Name)
-		}
-	}
-	slices.Sort(ready)
+	ready := c.ReadyNodes(t)
 	if len(ready) == 0 {
 		t.Fatal("no ready node")
 	}

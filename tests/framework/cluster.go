@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -190,4 +192,21 @@ func (c *Cluster) NodeLogTails(lines int) string {
 		fmt.Fprintf(&b, "--- %s (last %d lines)\n%s\n", l, len(all), strings.Join(all, "\n"))
 	}
 	return b.String()
+}
+
+// ReadyNodes returns the names of the cluster's Ready nodes, sorted.
+func (c *Cluster) ReadyNodes(t testing.TB) []string {
+	t.Helper()
+	nodes, err := c.Client.CoreV1().Nodes().List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("list nodes: %v", err)
+	}
+	var ready []string
+	for _, n := range nodes.Items {
+		if NodeReady(n) {
+			ready = append(ready, n.Name)
+		}
+	}
+	slices.Sort(ready)
+	return ready
 }
