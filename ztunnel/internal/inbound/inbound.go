@@ -169,26 +169,11 @@ func Relay(a, b halfCloser) (aToB, bToA int64) {
 	return aToB, bToA
 }
 
-// Copy buffer sizes: a connection starts small, so that thousands of
-// mostly idle request/response connections stay cheap, and moves to a large
-// buffer once a read fills the small one (bulk transfer), so that each
-// system call and each HBONE DATA frame carries as much as possible.
-const (
-	smallCopyBuf = 16 << 10
-	largeCopyBuf = 256 << 10
-)
-
-var (
-	smallBufs = sync.Pool{New: func() any { b := make([]byte, smallCopyBuf); return &b }}
-	largeBufs = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
-)
-
-// copyAdaptive copies src to dst until EOF or an error, with plain
-// Read/Write calls (not ReaderFrom/WriterTo, which would pick 32 KiB
-// buffers of their own for these pairs).
+// copyAdaptive copies src to dst until EOF or an error. A tunnel copies
+// without a buffer of ours: from its receive buffer, or into its frames.
+// Between two TCP sockets (passthrough, plaintext inbound) io.Copy splices
+// in the kernel.
 func copyAdaptive(dst io.Writer, src io.Reader) int64 {
-	// A tunnel copies without a buffer of ours: from its receive buffer,
-	// or into its frames.
 	if s, ok := src.(*hbone.Stream); ok {
 		n, _ := s.WriteTo(dst)
 		return n
@@ -197,27 +182,6 @@ func copyAdaptive(dst io.Writer, src io.Reader) int64 {
 		n, _ := s.ReadFrom(src)
 		return n
 	}
-	pool := &smallBufs
-	bp := pool.Get().(*[]byte)
-	defer func() { pool.Put(bp) }()
-	var total int64
-	for {
-		buf := *bp
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			w, werr := dst.Write(buf[:n])
-			total += int64(w)
-			if werr != nil {
-				return total
-			}
-			if n == len(buf) && pool == &smallBufs {
-				pool.Put(bp)
-				pool = &largeBufs
-				bp = pool.Get().(*[]byte)
-			}
-		}
-		if rerr != nil {
-			return total
-		}
-	}
+	n, _ := io.Copy(dst, src)
+	return n
 }
