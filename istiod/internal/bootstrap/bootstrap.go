@@ -13,10 +13,14 @@ import (
 	"sync"
 	"time"
 
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/ambient-mesh/mesh/istiod/internal/ca"
 )
@@ -42,6 +46,24 @@ func Logger(w io.Writer, level string, json bool) (*slog.Logger, error) {
 // KubeClient returns a client for the cluster of the kubeconfig file, or
 // for the cluster it runs in if kubeconfig is empty.
 func KubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	c, err := NewClients(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return c.Kube, nil
+}
+
+// Clients are the typed clients istiod reads the cluster with: core
+// Kubernetes, Istio's APIs (istio.io/client-go) and the Gateway API.
+type Clients struct {
+	Kube    kubernetes.Interface
+	Istio   istioclient.Interface
+	Gateway gatewayclient.Interface
+}
+
+// NewClients returns clients for the cluster of the kubeconfig file, or for
+// the cluster it runs in if kubeconfig is empty.
+func NewClients(kubeconfig string) (*Clients, error) {
 	var cfg *rest.Config
 	var err error
 	if kubeconfig != "" {
@@ -52,11 +74,40 @@ func KubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes config: %w", err)
 	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
+	// istiod lists every pod and service at start; client-go's default of
+	// 5 requests a second would make a large cluster's first sync crawl.
+	cfg.QPS, cfg.Burst = 100, 200
+	c := &Clients{}
+	if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	return client, nil
+	if c.Istio, err = istioclient.NewForConfig(cfg); err != nil {
+		return nil, fmt.Errorf("istio client: %w", err)
+	}
+	if c.Gateway, err = gatewayclient.NewForConfig(cfg); err != nil {
+		return nil, fmt.Errorf("gateway API client: %w", err)
+	}
+	return c, nil
+}
+
+// Served reports whether the API server serves resource (plural, for
+// example "authorizationpolicies") in groupVersion (for example
+// "security.istio.io/v1"). istiod watches a custom resource only when its
+// CRD is installed: an informer on a missing resource would never sync.
+func Served(d discovery.DiscoveryInterface, groupVersion, resource string) (bool, error) {
+	list, err := d.ServerResourcesForGroupVersion(groupVersion)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discover %s: %w", groupVersion, err)
+	}
+	for _, r := range list.APIResources {
+		if r.Name == resource {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // CAOptions configures StartCA. The zero value of each field other than
