@@ -19,12 +19,50 @@ const StaticStrictPolicyName = "istio_converted_static_strict"
 // from any other PeerAuthentication, as in Istio.
 const PeerAuthenticationPrefix = "converted_peer_authentication_"
 
-// TranslatePeerAuthentication turns a PeerAuthentication into the DENY
-// policy that makes ztunnel refuse plaintext: a connection without a peer
-// principal matches not_principals: [presence]. PERMISSIVE, DISABLE and
-// UNSET need no policy (ok is false).
+// StaticStrict is the Authorization istiod attaches to every workload whose
+// PeerAuthentication mode, inherited from its namespace or the mesh, is
+// STRICT and which no workload-level PeerAuthentication selects: DENY any
+// connection without a peer principal. It lives in the root namespace and
+// is WORKLOAD_SELECTOR scoped, so it applies only where a workload lists
+// it, which lets a narrower PERMISSIVE PeerAuthentication win (a DENY
+// served by scope could not be relaxed).
+func StaticStrict(rootNS string) *security.Authorization {
+	if rootNS == "" {
+		rootNS = DefaultRootNamespace
+	}
+	return denyPlaintext(StaticStrictPolicyName, rootNS, &security.Match{})
+}
+
+func denyPlaintext(name, namespace string, m *security.Match) *security.Authorization {
+	m.NotPrincipals = []*security.StringMatch{{MatchType: &security.StringMatch_Presence{Presence: &emptypb.Empty{}}}}
+	return &security.Authorization{
+		Name:      name,
+		Namespace: namespace,
+		Scope:     security.Scope_WORKLOAD_SELECTOR,
+		Action:    security.Action_DENY,
+		Groups:    []*security.Group{{Rules: []*security.Rules{{Matches: []*security.Match{m}}}}},
+	}
+}
+
+// effective resolves an UNSET mode to the inherited one, and an UNSET
+// inheritance to PERMISSIVE, Istio's default. DISABLE allows plaintext,
+// which for ztunnel is what PERMISSIVE does.
+func effective(mode, inherited securityv1beta1.PeerAuthentication_MutualTLS_Mode) bool {
+	if mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+		mode = inherited
+	}
+	return mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+}
+
+// TranslatePeerAuthentication turns a workload-level PeerAuthentication
+// (one with a selector) into the DENY policy that makes ztunnel refuse
+// plaintext to the workloads that list it: a connection without a peer
+// principal matches not_principals: [presence]. inherited is the mode of
+// the workload's namespace, or of the mesh when the namespace sets none;
+// an UNSET mode (of the resource or of one of its ports) takes it. When no
+// port ends up STRICT there is nothing to deny and ok is false.
 //
-// portLevelMtls is honoured only with a selector, as Istio requires:
+// Ports:
 //   - mode STRICT with ports P.. PERMISSIVE or DISABLE: deny plaintext on
 //     every port except P.. (not_destination_ports);
 //   - any other mode with ports P.. STRICT: deny plaintext on P.. only
@@ -34,76 +72,48 @@ const PeerAuthenticationPrefix = "converted_peer_authentication_"
 // own Rules of one Group; Rules are ANDed, so with two STRICT ports the
 // policy required the destination port to equal both and never denied.
 //
-// The result is independent of other PeerAuthentications: a DENY cannot
-// be relaxed by a more specific PERMISSIVE one, so the caller must not
-// serve a mesh or namespace STRICT policy to workloads that a narrower
-// PeerAuthentication makes PERMISSIVE (Istio attaches its static strict
-// policy per workload for this reason).
-func TranslatePeerAuthentication(name, namespace, rootNS string, spec *securityv1beta1.PeerAuthentication) (*security.Authorization, Report, bool) {
+// Namespace- and mesh-wide PeerAuthentications produce no resource of
+// their own: they decide which workloads get StaticStrict (see Build).
+func TranslatePeerAuthentication(name, namespace string, spec *securityv1beta1.PeerAuthentication, inherited securityv1beta1.PeerAuthentication_MutualTLS_Mode) (*security.Authorization, Report, bool) {
 	var report Report
 	if spec == nil {
 		report.Skipped = "no spec"
 		return nil, report, false
 	}
-	selector := spec.GetSelector() != nil
-	scope := scopeOf(namespace, rootNS, selector)
-	if selector {
-		report.Selector = copyLabels(spec.GetSelector().GetMatchLabels())
+	if spec.GetSelector() == nil {
+		report.Skipped = "no selector: a namespace or mesh mode, applied through " + StaticStrictPolicyName
+		return nil, report, false
 	}
-	mode := spec.GetMtls().GetMode()
-	strict := mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+	report.Selector = copyLabels(spec.GetSelector().GetMatchLabels())
+	strict := effective(spec.GetMtls().GetMode(), inherited)
 
 	var portsOut []uint32 // strict ports, or exempt ports when strict
-	if len(spec.GetPortLevelMtls()) > 0 && !selector {
-		report.ignore("portLevelMtls", "port-level mTLS needs a selector")
-	} else {
-		for port, m := range spec.GetPortLevelMtls() {
-			pm := m.GetMode()
-			if pm == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
-				continue // inherits the workload mode
-			}
-			if port == 0 || port > 65535 {
-				// Ignoring a bad exemption is stricter; a bad STRICT port
-				// can never be a connection's destination anyway.
-				report.invalid(fmt.Sprintf("portLevelMtls[%d]", port), "port out of range 1..65535")
-				continue
-			}
-			portStrict := pm == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
-			if !portStrict && mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
-				// A DENY from a STRICT parent cannot be relaxed here.
-				report.ignore(fmt.Sprintf("portLevelMtls[%d]", port), "exempting a port from an inherited STRICT mode needs the parent's policy")
-			}
-			if portStrict != strict {
-				portsOut = append(portsOut, port)
-			}
+	for port, m := range spec.GetPortLevelMtls() {
+		pm := m.GetMode()
+		if pm == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+			continue // the workload mode
+		}
+		if port == 0 || port > 65535 {
+			// Ignoring a bad exemption is stricter; a bad STRICT port can
+			// never be a connection's destination anyway.
+			report.invalid(fmt.Sprintf("portLevelMtls[%d]", port), "port out of range 1..65535")
+			continue
+		}
+		if portStrict := pm == securityv1beta1.PeerAuthentication_MutualTLS_STRICT; portStrict != strict {
+			portsOut = append(portsOut, port)
 		}
 	}
 	slices.Sort(portsOut) // map order is random; keep the output stable
 
-	noPrincipal := []*security.StringMatch{{MatchType: &security.StringMatch_Presence{Presence: &emptypb.Empty{}}}}
-	m := &security.Match{NotPrincipals: noPrincipal}
+	m := &security.Match{}
 	switch {
 	case strict:
 		m.NotDestinationPorts = portsOut
 	case len(portsOut) > 0:
 		m.DestinationPorts = portsOut
-		if mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
-			report.ignore("mtls.mode", "UNSET inherits a mode this translation cannot see; only the STRICT ports are enforced")
-		}
 	default:
-		report.Skipped = fmt.Sprintf("mode %s: plaintext is allowed, nothing to deny", mode)
+		report.Skipped = "plaintext is allowed on every port, nothing to deny"
 		return nil, report, false
 	}
-
-	polName := PeerAuthenticationPrefix + name
-	if scope == security.Scope_GLOBAL {
-		polName = StaticStrictPolicyName
-	}
-	return &security.Authorization{
-		Name:      polName,
-		Namespace: namespace,
-		Scope:     scope,
-		Action:    security.Action_DENY,
-		Groups:    []*security.Group{{Rules: []*security.Rules{{Matches: []*security.Match{m}}}}},
-	}, report, true
+	return denyPlaintext(PeerAuthenticationPrefix+name, namespace, m), report, true
 }

@@ -26,116 +26,76 @@ func mtls(m securityv1beta1.PeerAuthentication_MutualTLS_Mode) *securityv1beta1.
 
 var appSelector = &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"app": "db"}}
 
-// denyPlaintext is the expected policy: one match, no principal, with the
+// denyPlaintextWant is the expected policy: one match, no principal, with the
 // given port constraint.
-func denyPlaintext(name, ns string, scope security.Scope, m *security.Match) *security.Authorization {
+func denyPlaintextWant(name, ns string, m *security.Match) *security.Authorization {
 	m.NotPrincipals = strs(presence())
 	return &security.Authorization{
-		Name: name, Namespace: ns, Scope: scope, Action: security.Action_DENY,
+		Name: name, Namespace: ns, Scope: security.Scope_WORKLOAD_SELECTOR, Action: security.Action_DENY,
 		Groups: groups(group(rules(m))),
 	}
 }
 
 func TestTranslatePeerAuthentication(t *testing.T) {
+	const name = "converted_peer_authentication_pa"
+	ports := func(m map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode) map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS {
+		out := map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{}
+		for p, mode := range m {
+			out[p] = mtls(mode)
+		}
+		return out
+	}
 	tests := []struct {
 		name      string
-		namespace string
 		spec      *pa
+		inherited securityv1beta1.PeerAuthentication_MutualTLS_Mode
 		want      *security.Authorization
-		ignored   []string
 		invalid   []string
-		selector  map[string]string
 	}{
-		{
-			name:      "mesh-wide STRICT",
-			namespace: "istio-system",
-			spec:      &pa{Mtls: mtls(strictMode)},
-			want:      denyPlaintext("istio_converted_static_strict", "istio-system", security.Scope_GLOBAL, &security.Match{}),
-		},
-		{
-			name:      "namespace STRICT",
-			namespace: "foo",
-			spec:      &pa{Mtls: mtls(strictMode)},
-			want:      denyPlaintext("converted_peer_authentication_pa", "foo", security.Scope_NAMESPACE, &security.Match{}),
-		},
-		{
-			name:      "selector STRICT",
-			namespace: "foo",
-			spec:      &pa{Selector: appSelector, Mtls: mtls(strictMode)},
-			want:      denyPlaintext("converted_peer_authentication_pa", "foo", security.Scope_WORKLOAD_SELECTOR, &security.Match{}),
-			selector:  map[string]string{"app": "db"},
-		},
-		{
-			name:      "selector STRICT in root namespace is not mesh-wide",
-			namespace: "istio-system",
-			spec:      &pa{Selector: appSelector, Mtls: mtls(strictMode)},
-			want:      denyPlaintext("converted_peer_authentication_pa", "istio-system", security.Scope_WORKLOAD_SELECTOR, &security.Match{}),
-			selector:  map[string]string{"app": "db"},
-		},
-		{name: "PERMISSIVE", namespace: "foo", spec: &pa{Mtls: mtls(permissiveMode)}},
-		{name: "DISABLE", namespace: "foo", spec: &pa{Mtls: mtls(disableMode)}},
-		{name: "UNSET", namespace: "foo", spec: &pa{}},
+		{name: "STRICT", spec: &pa{Selector: appSelector, Mtls: mtls(strictMode)}, want: denyPlaintextWant(name, "foo", &security.Match{})},
+		{name: "PERMISSIVE", spec: &pa{Selector: appSelector, Mtls: mtls(permissiveMode)}, inherited: strictMode},
+		{name: "DISABLE", spec: &pa{Selector: appSelector, Mtls: mtls(disableMode)}, inherited: strictMode},
+		{name: "UNSET inherits PERMISSIVE", spec: &pa{Selector: appSelector}},
+		{name: "UNSET inherits STRICT", spec: &pa{Selector: appSelector}, inherited: strictMode, want: denyPlaintextWant(name, "foo", &security.Match{})},
+		{name: "no selector makes no resource", spec: &pa{Mtls: mtls(strictMode)}},
 		{
 			name:      "STRICT with PERMISSIVE and DISABLE ports exempts them",
-			namespace: "foo",
-			spec: &pa{Selector: appSelector, Mtls: mtls(strictMode), PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{
-				9090: mtls(disableMode), 8080: mtls(permissiveMode), 443: mtls(strictMode), 53: mtls(unsetMode),
-			}},
-			want:     denyPlaintext("converted_peer_authentication_pa", "foo", security.Scope_WORKLOAD_SELECTOR, &security.Match{NotDestinationPorts: []uint32{8080, 9090}}),
-			selector: map[string]string{"app": "db"},
+			spec:      &pa{Selector: appSelector, Mtls: mtls(strictMode), PortLevelMtls: ports(map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode{9090: disableMode, 8080: permissiveMode, 443: strictMode, 53: unsetMode})},
+			want:      denyPlaintextWant(name, "foo", &security.Match{NotDestinationPorts: []uint32{8080, 9090}}),
+			inherited: permissiveMode,
 		},
 		{
 			// Each STRICT port is an alternative in one Match: separate
 			// ANDed Rules would require the port to be both and deny nothing.
-			name:      "PERMISSIVE with STRICT ports denies plaintext on those ports only",
-			namespace: "foo",
-			spec: &pa{Selector: appSelector, Mtls: mtls(permissiveMode), PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{
-				9090: mtls(strictMode), 8080: mtls(strictMode), 80: mtls(permissiveMode),
-			}},
-			want:     denyPlaintext("converted_peer_authentication_pa", "foo", security.Scope_WORKLOAD_SELECTOR, &security.Match{DestinationPorts: []uint32{8080, 9090}}),
-			selector: map[string]string{"app": "db"},
+			name: "PERMISSIVE with STRICT ports denies plaintext on those ports only",
+			spec: &pa{Selector: appSelector, Mtls: mtls(permissiveMode), PortLevelMtls: ports(map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode{9090: strictMode, 8080: strictMode, 80: permissiveMode})},
+			want: denyPlaintextWant(name, "foo", &security.Match{DestinationPorts: []uint32{8080, 9090}}),
 		},
 		{
-			name:      "UNSET with a STRICT port",
-			namespace: "foo",
-			spec: &pa{Selector: appSelector, PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{
-				5432: mtls(strictMode),
-			}},
-			want:     denyPlaintext("converted_peer_authentication_pa", "foo", security.Scope_WORKLOAD_SELECTOR, &security.Match{DestinationPorts: []uint32{5432}}),
-			ignored:  []string{"mtls.mode"},
-			selector: map[string]string{"app": "db"},
+			name:      "UNSET under a STRICT namespace with a PERMISSIVE port exempts it",
+			spec:      &pa{Selector: appSelector, PortLevelMtls: ports(map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode{8080: permissiveMode})},
+			inherited: strictMode,
+			want:      denyPlaintextWant(name, "foo", &security.Match{NotDestinationPorts: []uint32{8080}}),
 		},
 		{
-			name:      "PERMISSIVE with only PERMISSIVE ports",
-			namespace: "foo",
-			spec: &pa{Selector: appSelector, Mtls: mtls(permissiveMode), PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{
-				80: mtls(permissiveMode),
-			}},
-			selector: map[string]string{"app": "db"},
+			name: "UNSET under PERMISSIVE with a STRICT port",
+			spec: &pa{Selector: appSelector, PortLevelMtls: ports(map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode{5432: strictMode})},
+			want: denyPlaintextWant(name, "foo", &security.Match{DestinationPorts: []uint32{5432}}),
 		},
 		{
-			name:      "port level without selector is ignored",
-			namespace: "foo",
-			spec: &pa{Mtls: mtls(strictMode), PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{
-				80: mtls(permissiveMode),
-			}},
-			want:    denyPlaintext("converted_peer_authentication_pa", "foo", security.Scope_NAMESPACE, &security.Match{}),
-			ignored: []string{"portLevelMtls"},
+			name: "PERMISSIVE with only PERMISSIVE ports",
+			spec: &pa{Selector: appSelector, Mtls: mtls(permissiveMode), PortLevelMtls: ports(map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode{80: permissiveMode})},
 		},
 		{
-			name:      "out of range exemption is not applied",
-			namespace: "foo",
-			spec: &pa{Selector: appSelector, Mtls: mtls(strictMode), PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{
-				70000: mtls(permissiveMode),
-			}},
-			want:     denyPlaintext("converted_peer_authentication_pa", "foo", security.Scope_WORKLOAD_SELECTOR, &security.Match{}),
-			invalid:  []string{"portLevelMtls[70000]"},
-			selector: map[string]string{"app": "db"},
+			name:    "out of range exemption is not applied",
+			spec:    &pa{Selector: appSelector, Mtls: mtls(strictMode), PortLevelMtls: ports(map[uint32]securityv1beta1.PeerAuthentication_MutualTLS_Mode{70000: permissiveMode})},
+			want:    denyPlaintextWant(name, "foo", &security.Match{}),
+			invalid: []string{"portLevelMtls[70000]"},
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, report, ok := TranslatePeerAuthentication("pa", tc.namespace, "", tc.spec)
+			got, report, ok := TranslatePeerAuthentication("pa", "foo", tc.spec, tc.inherited)
 			if ok != (tc.want != nil) {
 				t.Fatalf("ok = %v, report %+v", ok, report)
 			}
@@ -145,12 +105,11 @@ func TestTranslatePeerAuthentication(t *testing.T) {
 				}
 			} else {
 				checkAuthz(t, got, tc.want)
+				if !maps.Equal(report.Selector, appSelector.MatchLabels) {
+					t.Errorf("selector = %v, want %v", report.Selector, appSelector.MatchLabels)
+				}
 			}
-			checkPaths(t, "ignored", report.Ignored, tc.ignored)
 			checkPaths(t, "invalid", report.Invalid, tc.invalid)
-			if !maps.Equal(report.Selector, tc.selector) {
-				t.Errorf("selector = %v, want %v", report.Selector, tc.selector)
-			}
 		})
 	}
 }
@@ -190,7 +149,7 @@ func TestPortLevelStrictSemantics(t *testing.T) {
 		{permissiveMode, map[uint32]bool{80: true, 81: true, 82: false, 83: false}},
 		{strictMode, map[uint32]bool{80: true, 81: true, 82: false, 83: true}},
 	} {
-		a, _, ok := TranslatePeerAuthentication("pa", "foo", "", &pa{Selector: appSelector, Mtls: mtls(tc.mode), PortLevelMtls: levels})
+		a, _, ok := TranslatePeerAuthentication("pa", "foo", &pa{Selector: appSelector, Mtls: mtls(tc.mode), PortLevelMtls: levels}, unsetMode)
 		if !ok {
 			t.Fatalf("%v: no policy", tc.mode)
 		}
