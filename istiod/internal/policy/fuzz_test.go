@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	typev1beta1 "istio.io/api/type/v1beta1"
 
 	"github.com/ambient-mesh/mesh/pkg/workloadapi/security"
 )
@@ -97,4 +98,51 @@ func validate(a *security.Authorization) error {
 		}
 	}
 	return nil
+}
+
+// FuzzBuildPeerAuthentication feeds arbitrary PeerAuthentication specs,
+// as a mesh-wide, a namespace and a workload resource, through Build. It
+// must not panic, every resource must be one ztunnel accepts, and every
+// name a workload lists must be served.
+func FuzzBuildPeerAuthentication(f *testing.F) {
+	strict := &securityv1beta1.PeerAuthentication_MutualTLS{Mode: securityv1beta1.PeerAuthentication_MutualTLS_STRICT}
+	seeds := []*securityv1beta1.PeerAuthentication{
+		{},
+		{Mtls: strict},
+		{PortLevelMtls: map[uint32]*securityv1beta1.PeerAuthentication_MutualTLS{0: strict, 70000: {Mode: 2}, 80: {Mode: 9}}},
+	}
+	for _, s := range seeds {
+		b, err := proto.Marshal(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, b, b)
+	}
+	f.Fuzz(func(t *testing.T, mesh, namespace, workload []byte) {
+		var in []PeerAuthentication
+		for i, data := range [][]byte{mesh, namespace, workload} {
+			spec := &securityv1beta1.PeerAuthentication{}
+			if err := proto.Unmarshal(data, spec); err != nil {
+				return
+			}
+			ns := []string{"istio-system", "foo", "foo"}[i]
+			if i == 2 && spec.Selector == nil {
+				spec.Selector = &typev1beta1.WorkloadSelector{}
+			}
+			in = append(in, PeerAuthentication{Name: fmt.Sprint("pa", i), Namespace: ns, Spec: spec})
+		}
+		s := Build("", nil, in)
+		for name, a := range s.Resources {
+			if err := validate(a); err != nil {
+				t.Fatalf("%s: %v\n%v", name, err, a)
+			}
+		}
+		for _, ns := range []string{"foo", "bar", "istio-system"} {
+			for _, name := range s.Attached(ns, map[string]string{"app": "x"}) {
+				if _, ok := s.Resources[name]; !ok {
+					t.Fatalf("a workload in %s lists %s, which is not served", ns, name)
+				}
+			}
+		}
+	})
 }
