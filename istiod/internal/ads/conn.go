@@ -11,10 +11,14 @@ import (
 
 // ConnectionInfo describes one open stream, for debug endpoints.
 type ConnectionInfo struct {
-	ID          uint64
-	NodeID      string
-	ConnectedAt time.Time
-	Types       []TypeInfo // sorted by TypeURL
+	ID       uint64
+	NodeID   string
+	PeerAddr string // the client's address as the transport saw it
+	// ProxyVersion is the node's ISTIO_VERSION metadata, else its user
+	// agent version; empty until the node is known.
+	ProxyVersion string
+	ConnectedAt  time.Time
+	Types        []TypeInfo // sorted by TypeURL
 }
 
 // TypeInfo is the state of one type on one stream.
@@ -29,6 +33,8 @@ type TypeInfo struct {
 	LastSentAt        time.Time
 	LastSentResources int
 	LastSentRemoved   int
+	Responses         int  // responses of this type sent on this stream
+	ResourcesSent     int  // resources those responses carried
 	AwaitingACK       bool // LastSentNonce is neither ACKed nor NACKed
 	PendingNames      int  // changed names waiting for the next response
 	LastACKedNonce    string
@@ -57,7 +63,10 @@ type typeState struct {
 	// dirty, so a burst leaves as one response and a client that does not
 	// read costs one marked set, not a queue.
 	inflight string
+	// since is when the oldest change not yet sent arrived; zero if none.
+	since time.Time
 
+	responses, resourcesSent       int
 	lastSentNonce                  string
 	lastSentAt                     time.Time
 	lastSentResources, lastRemoved int
@@ -69,6 +78,14 @@ type typeState struct {
 
 func newTypeState() *typeState {
 	return &typeState{names: map[string]struct{}{}, known: map[string]string{}, dirty: map[string]struct{}{}}
+}
+
+// mark records that a change arrived at now, unless an older one is
+// still waiting.
+func (ts *typeState) mark(now time.Time) {
+	if ts.since.IsZero() {
+		ts.since = now
+	}
 }
 
 func (ts *typeState) subscribed(name string) bool {
@@ -84,6 +101,7 @@ type conn struct {
 	id          uint64
 	s           *Server
 	connectedAt time.Time
+	peerAddr    string
 	wake        chan struct{} // capacity 1: a pending wake-up absorbs others
 
 	mu    sync.Mutex
@@ -110,6 +128,7 @@ func (c *conn) changed(typeURL string, names []string) {
 	c.mu.Lock()
 	ts := c.types[typeURL]
 	if ts != nil {
+		ts.mark(time.Now())
 		for _, n := range names {
 			ts.dirty[n] = struct{}{}
 		}
@@ -133,10 +152,12 @@ func (c *conn) handle(req *xdsapi.DeltaDiscoveryRequest) error {
 	if t == "" {
 		return errNoType
 	}
+	now := time.Now()
 	ts := c.types[t]
 	if ts == nil {
 		ts = newTypeState()
 		c.types[t] = ts
+		ts.mark(now)
 		ts.mustRespond = true
 		ts.resync = true
 		// A resuming client says what it has; the resync then sends only
@@ -151,10 +172,13 @@ func (c *conn) handle(req *xdsapi.DeltaDiscoveryRequest) error {
 			ts.nacks++
 			ts.lastNACKNonce, ts.lastNACK = nonce, e.GetMessage()
 			c.s.nacks.Add(1)
+			if o := c.s.obs(); o != nil {
+				o.Rejected(t)
+			}
 			c.s.log.Warn("xds client rejected response", "conn", c.id, "node", c.node.GetId(),
 				"type", t, "nonce", nonce, "code", e.GetCode(), "message", e.GetMessage())
 		} else {
-			ts.lastACKedNonce, ts.lastACKedAt = nonce, time.Now()
+			ts.lastACKedNonce, ts.lastACKedAt = nonce, now
 		}
 		// A reply to an older response says nothing about the latest.
 		if nonce == ts.inflight {
@@ -167,12 +191,14 @@ func (c *conn) handle(req *xdsapi.DeltaDiscoveryRequest) error {
 			if !ts.wildcard {
 				ts.wildcard = true
 				ts.resync = true
+				ts.mark(now)
 			}
 			continue
 		}
 		if _, ok := ts.names[n]; !ok {
 			ts.names[n] = struct{}{}
 			ts.dirty[n] = struct{}{}
+			ts.mark(now)
 		}
 	}
 	for _, n := range req.GetResourceNamesUnsubscribe() {
@@ -195,22 +221,28 @@ func (c *conn) handle(req *xdsapi.DeltaDiscoveryRequest) error {
 	return nil
 }
 
-// next builds the next response to send, or returns nil if nothing is due.
-func (c *conn) next() *xdsapi.DeltaDiscoveryResponse {
+// next builds the next response to send, or returns nil if nothing is due,
+// with the time the oldest change it carries arrived.
+func (c *conn) next() (*xdsapi.DeltaDiscoveryResponse, time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, t := range slices.Sorted(maps.Keys(c.types)) {
-		if resp := c.build(t, c.types[t]); resp != nil {
-			return resp
+		ts := c.types[t]
+		waiting := ts.since
+		if resp := c.build(t, ts); resp != nil {
+			return resp, waiting
 		}
 	}
-	return nil
+	return nil, time.Time{}
 }
 
 func (c *conn) build(t string, ts *typeState) *xdsapi.DeltaDiscoveryResponse {
 	if ts.inflight != "" || (!ts.resync && len(ts.dirty) == 0 && !ts.mustRespond) {
 		return nil
 	}
+	// Whatever was waiting is now either in this response or found to be
+	// no change at all.
+	ts.since = time.Time{}
 	resp := &xdsapi.DeltaDiscoveryResponse{TypeUrl: t}
 	c.s.cache.view(t, func(res map[string]entry) {
 		names := ts.dirty
@@ -255,13 +287,15 @@ func (c *conn) build(t string, ts *typeState) *xdsapi.DeltaDiscoveryResponse {
 	ts.inflight = resp.Nonce
 	ts.lastSentNonce, ts.lastSentAt = resp.Nonce, time.Now()
 	ts.lastSentResources, ts.lastRemoved = len(resp.Resources), len(resp.RemovedResources)
+	ts.responses++
+	ts.resourcesSent += len(resp.Resources)
 	return resp
 }
 
 func (c *conn) info() ConnectionInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ci := ConnectionInfo{ID: c.id, NodeID: c.node.GetId(), ConnectedAt: c.connectedAt}
+	ci := ConnectionInfo{ID: c.id, NodeID: c.node.GetId(), PeerAddr: c.peerAddr, ProxyVersion: proxyVersion(c.node), ConnectedAt: c.connectedAt}
 	for _, t := range slices.Sorted(maps.Keys(c.types)) {
 		ts := c.types[t]
 		ci.Types = append(ci.Types, TypeInfo{
@@ -273,6 +307,8 @@ func (c *conn) info() ConnectionInfo {
 			LastSentAt:        ts.lastSentAt,
 			LastSentResources: ts.lastSentResources,
 			LastSentRemoved:   ts.lastRemoved,
+			Responses:         ts.responses,
+			ResourcesSent:     ts.resourcesSent,
 			AwaitingACK:       ts.inflight != "",
 			PendingNames:      len(ts.dirty),
 			LastACKedNonce:    ts.lastACKedNonce,
@@ -283,4 +319,23 @@ func (c *conn) info() ConnectionInfo {
 		})
 	}
 	return ci
+}
+
+func (c *conn) held() map[string]map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]map[string]string, len(c.types))
+	for t, ts := range c.types {
+		out[t] = maps.Clone(ts.known)
+	}
+	return out
+}
+
+// proxyVersion is the version a node reports: Istio's proxies put it in
+// the ISTIO_VERSION metadata, Envoy-style clients in the user agent.
+func proxyVersion(n *xdsapi.Node) string {
+	if v := n.GetMetadata().GetFields()["ISTIO_VERSION"].GetStringValue(); v != "" {
+		return v
+	}
+	return n.GetUserAgentVersion()
 }

@@ -11,4 +11,9 @@
 // type; changes that arrive meanwhile merge into the next one, which is how
 // bursts are coalesced and how a slow or stuck client is kept from growing
 // an unbounded queue.
+//
+// For operations the Server describes its open streams (Connections, Held)
+// and tells an optional Observer of every response sent and rejected, with
+// how long the oldest change it carried waited: push latency as the client
+// sees it.
 package ads

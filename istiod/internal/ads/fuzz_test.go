@@ -45,7 +45,11 @@ func FuzzRequest(f *testing.F) {
 			if c.handle(req) != nil {
 				return
 			}
-			for resp := c.next(); resp != nil; resp = c.next() {
+			for {
+				resp, _ := c.next()
+				if resp == nil {
+					break
+				}
 				for _, r := range resp.GetResources() {
 					if _, _, ok := cache.Get(resp.GetTypeUrl(), r.GetName()); !ok {
 						t.Fatalf("sent %q, not in the cache", r.GetName())

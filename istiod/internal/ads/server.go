@@ -13,7 +13,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ambient-mesh/mesh/pkg/xdsapi"
 )
@@ -57,10 +59,33 @@ type Stats struct {
 	NACKs           int64 // responses rejected by clients
 }
 
+// Observer is told of each response sent and each response rejected, for
+// metrics. Its methods run on connection goroutines, Rejected under the
+// connection's lock: they must return quickly and must not call the Server.
+type Observer interface {
+	Pushed(Push)
+	Rejected(typeURL string)
+}
+
+// Push describes one response, after it was handed to the transport.
+type Push struct {
+	TypeURL   string
+	Resources int
+	Removed   int
+	Bytes     int           // encoded size
+	Build     time.Duration // reading the cache and assembling it
+	Send      time.Duration // handing it to the transport
+	// Waited is how long the oldest change it carries, a cache write or a
+	// subscription, waited to be sent: the client's view of push latency,
+	// including any wait for the ACK of the previous response.
+	Waited time.Duration
+}
+
 // Server serves the resources of a Cache as Delta ADS.
 type Server struct {
-	cache *Cache
-	log   *slog.Logger
+	cache    *Cache
+	log      *slog.Logger
+	observer atomic.Pointer[Observer]
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -80,6 +105,23 @@ func NewServer(cache *Cache, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Server{cache: cache, log: log, conns: map[*conn]struct{}{}}
+}
+
+// SetObserver makes o receive the server's events from now on; nil stops
+// them.
+func (s *Server) SetObserver(o Observer) {
+	if o == nil {
+		s.observer.Store(nil)
+		return
+	}
+	s.observer.Store(&o)
+}
+
+func (s *Server) obs() Observer {
+	if p := s.observer.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Register adds the DeltaAggregatedResources handler to r.
@@ -114,6 +156,28 @@ func (s *Server) Connections() []ConnectionInfo {
 	return out
 }
 
+// Held returns what the client on stream id holds, as far as the server
+// knows: type URL to resource name to version. That is what it reported
+// when it resumed, plus what was sent to it, minus what was removed. A
+// version counts from the moment it is sent, so it includes one the client
+// has not acknowledged yet or has rejected. ok is false if no such stream
+// is open.
+func (s *Server) Held(id uint64) (held map[string]map[string]string, ok bool) {
+	s.mu.Lock()
+	var found *conn
+	for c := range s.conns {
+		if c.id == id {
+			found = c
+			break
+		}
+	}
+	s.mu.Unlock()
+	if found == nil {
+		return nil, false
+	}
+	return found.held(), true
+}
+
 func (s *Server) deltaAggregatedResources(stream grpc.ServerStream) error {
 	c := &conn{
 		id:          s.nextID.Add(1),
@@ -121,6 +185,9 @@ func (s *Server) deltaAggregatedResources(stream grpc.ServerStream) error {
 		connectedAt: time.Now(),
 		types:       map[string]*typeState{},
 		wake:        make(chan struct{}, 1),
+	}
+	if p, ok := peer.FromContext(stream.Context()); ok && p.Addr != nil {
+		c.peerAddr = p.Addr.String()
 	}
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
@@ -159,16 +226,30 @@ func (s *Server) deltaAggregatedResources(stream grpc.ServerStream) error {
 	ctx := stream.Context()
 	for {
 		for {
-			resp := c.next()
+			start := time.Now()
+			resp, since := c.next()
 			if resp == nil {
 				break
 			}
+			built := time.Now()
 			if err := stream.SendMsg(resp); err != nil {
 				return err
 			}
 			s.pushes.Add(1)
 			s.resourcesPushed.Add(int64(len(resp.Resources)))
 			s.removalsPushed.Add(int64(len(resp.RemovedResources)))
+			if o := s.obs(); o != nil {
+				sent := time.Now()
+				o.Pushed(Push{
+					TypeURL:   resp.TypeUrl,
+					Resources: len(resp.Resources),
+					Removed:   len(resp.RemovedResources),
+					Bytes:     proto.Size(resp),
+					Build:     built.Sub(start),
+					Send:      sent.Sub(built),
+					Waited:    sent.Sub(since),
+				})
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -201,6 +201,18 @@ func (a *Authority) Marshal() map[string][]byte {
 	return out
 }
 
+// RootExpiry returns when the root the signing certificate chains to
+// expires.
+func (a *Authority) RootExpiry() time.Time {
+	return a.root.NotAfter
+}
+
+// ChainExpiry returns the earliest expiry on the signing chain, root
+// included: no certificate it issues outlives it.
+func (a *Authority) ChainExpiry() time.Time {
+	return a.notAfter
+}
+
 // RootPEM returns every trusted root, PEM encoded, for the mesh trust bundle.
 func (a *Authority) RootPEM() []byte {
 	var out []byte

@@ -76,15 +76,15 @@ type PodLookup interface {
 
 // Refusal reasons, the keys of Stats.Refused.
 const (
-	reasonUnauthenticated = "unauthenticated"
-	reasonAuthUnavailable = "auth_unavailable"
-	reasonBadRequest      = "bad_request"
-	reasonNotNodeAccount  = "not_node_account"
-	reasonTrustDomain     = "foreign_trust_domain"
-	reasonUnknownNode     = "unknown_node"
-	reasonNoPodOnNode     = "no_pod_on_node"
-	reasonBadCSR          = "bad_csr"
-	reasonSignFailed      = "sign_failed"
+	ReasonUnauthenticated = "unauthenticated"
+	ReasonAuthUnavailable = "auth_unavailable"
+	ReasonBadRequest      = "bad_request"
+	ReasonNotNodeAccount  = "not_node_account"
+	ReasonTrustDomain     = "foreign_trust_domain"
+	ReasonUnknownNode     = "unknown_node"
+	ReasonNoPodOnNode     = "no_pod_on_node"
+	ReasonBadCSR          = "bad_csr"
+	ReasonSignFailed      = "sign_failed"
 )
 
 // Stats counts the server's answers.
@@ -137,24 +137,24 @@ func (s *Server) Stats() Stats {
 // have, and signs its CSR for that identity.
 func (s *Server) CreateCertificate(ctx context.Context, req *pb.IstioCertificateRequest) (*pb.IstioCertificateResponse, error) {
 	if s.Authenticate == nil || s.Authority == nil {
-		return nil, s.refuse(nil, "", reasonAuthUnavailable, codes.Unavailable, "certificate authority not configured")
+		return nil, s.refuse(nil, "", ReasonAuthUnavailable, codes.Unavailable, "certificate authority not configured")
 	}
 	token, ok := bearerToken(ctx)
 	if !ok {
-		return nil, s.refuse(nil, "", reasonUnauthenticated, codes.Unauthenticated, "missing bearer token")
+		return nil, s.refuse(nil, "", ReasonUnauthenticated, codes.Unauthenticated, "missing bearer token")
 	}
 	caller, err := s.Authenticate.Authenticate(ctx, token)
 	switch {
 	case errors.Is(err, ErrAuthUnavailable):
-		return nil, s.refuse(nil, "", reasonAuthUnavailable, codes.Unavailable, "authenticate: %v", err)
+		return nil, s.refuse(nil, "", ReasonAuthUnavailable, codes.Unavailable, "authenticate: %v", err)
 	case err != nil:
-		return nil, s.refuse(nil, "", reasonUnauthenticated, codes.Unauthenticated, "authenticate: %v", err)
+		return nil, s.refuse(nil, "", ReasonUnauthenticated, codes.Unauthenticated, "authenticate: %v", err)
 	case caller == nil:
-		return nil, s.refuse(nil, "", reasonUnauthenticated, codes.Unauthenticated, "authenticate: no caller")
+		return nil, s.refuse(nil, "", ReasonUnauthenticated, codes.Unauthenticated, "authenticate: no caller")
 	}
 	self := spiffe.Identity{TrustDomain: s.TrustDomain, Namespace: caller.Namespace, ServiceAccount: caller.ServiceAccount}
 	if _, err := spiffe.Parse(self.String()); err != nil {
-		return nil, s.refuse(caller, "", reasonUnauthenticated, codes.Unauthenticated, "caller has no valid identity: %v", err)
+		return nil, s.refuse(caller, "", ReasonUnauthenticated, codes.Unauthenticated, "caller has no valid identity: %v", err)
 	}
 
 	id, err := s.identityFor(caller, self, req.GetMetadata())
@@ -164,9 +164,9 @@ func (s *Server) CreateCertificate(ctx context.Context, req *pb.IstioCertificate
 	chain, err := s.Authority.Sign([]byte(req.GetCsr()), id, s.ttl(req.GetValidityDuration()))
 	switch {
 	case errors.Is(err, ErrBadCSR):
-		return nil, s.refuse(caller, id.String(), reasonBadCSR, codes.InvalidArgument, "%v", err)
+		return nil, s.refuse(caller, id.String(), ReasonBadCSR, codes.InvalidArgument, "%v", err)
 	case err != nil:
-		return nil, s.refuse(caller, id.String(), reasonSignFailed, codes.Internal, "%v", err)
+		return nil, s.refuse(caller, id.String(), ReasonSignFailed, codes.Internal, "%v", err)
 	}
 	s.mu.Lock()
 	s.issued++
@@ -184,7 +184,7 @@ func (s *Server) identityFor(caller *Caller, self spiffe.Identity, md *structpb.
 	}
 	sv, isString := v.GetKind().(*structpb.Value_StringValue)
 	if !isString {
-		return spiffe.Identity{}, s.refuse(caller, "", reasonBadRequest, codes.InvalidArgument, "%s must be a string", ImpersonatedIdentityKey)
+		return spiffe.Identity{}, s.refuse(caller, "", ReasonBadRequest, codes.InvalidArgument, "%s must be a string", ImpersonatedIdentityKey)
 	}
 	target := sv.StringValue
 	if target == "" || target == self.String() {
@@ -192,14 +192,14 @@ func (s *Server) identityFor(caller *Caller, self spiffe.Identity, md *structpb.
 		return self, nil
 	}
 	if !slices.Contains(s.TrustedNodeAccounts, caller.Namespace+"/"+caller.ServiceAccount) {
-		return spiffe.Identity{}, s.refuse(caller, target, reasonNotNodeAccount, codes.PermissionDenied, "%s/%s may not impersonate other identities", caller.Namespace, caller.ServiceAccount)
+		return spiffe.Identity{}, s.refuse(caller, target, ReasonNotNodeAccount, codes.PermissionDenied, "%s/%s may not impersonate other identities", caller.Namespace, caller.ServiceAccount)
 	}
 	id, err := spiffe.Parse(target)
 	if err != nil {
-		return spiffe.Identity{}, s.refuse(caller, target, reasonBadRequest, codes.InvalidArgument, "%s: %v", ImpersonatedIdentityKey, err)
+		return spiffe.Identity{}, s.refuse(caller, target, ReasonBadRequest, codes.InvalidArgument, "%s: %v", ImpersonatedIdentityKey, err)
 	}
 	if id.TrustDomain != s.TrustDomain {
-		return spiffe.Identity{}, s.refuse(caller, target, reasonTrustDomain, codes.PermissionDenied, "%s is not in trust domain %q", target, s.TrustDomain)
+		return spiffe.Identity{}, s.refuse(caller, target, ReasonTrustDomain, codes.PermissionDenied, "%s is not in trust domain %q", target, s.TrustDomain)
 	}
 	node := caller.NodeName
 	if node == "" && caller.PodName != "" && s.Pods != nil {
@@ -207,10 +207,10 @@ func (s *Server) identityFor(caller *Caller, self spiffe.Identity, md *structpb.
 		node, _ = s.Pods.NodeOfPod(caller.Namespace, caller.PodName, caller.PodUID)
 	}
 	if node == "" {
-		return spiffe.Identity{}, s.refuse(caller, target, reasonUnknownNode, codes.PermissionDenied, "cannot tell which node %s runs on", caller)
+		return spiffe.Identity{}, s.refuse(caller, target, ReasonUnknownNode, codes.PermissionDenied, "cannot tell which node %s runs on", caller)
 	}
 	if s.Pods == nil || !s.Pods.ServiceAccountHasPodOnNode(id.Namespace, id.ServiceAccount, node) {
-		return spiffe.Identity{}, s.refuse(caller, target, reasonNoPodOnNode, codes.PermissionDenied, "no pod with identity %s runs on node %q", target, node)
+		return spiffe.Identity{}, s.refuse(caller, target, ReasonNoPodOnNode, codes.PermissionDenied, "no pod with identity %s runs on node %q", target, node)
 	}
 	return id, nil
 }

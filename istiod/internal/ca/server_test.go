@@ -152,37 +152,37 @@ func TestCreateCertificate(t *testing.T) {
 		{name: "node from the caller's pod", auth: "Bearer ztunnel-b", impersonate: structpb.NewStringValue(httpbinID.String()), want: httpbinID},
 		{
 			name: "node account, no pod on its node", auth: "Bearer ztunnel-a", impersonate: structpb.NewStringValue(httpbinID.String()),
-			code: codes.PermissionDenied, reason: reasonNoPodOnNode, msg: []string{httpbinID.String(), "node-a"},
+			code: codes.PermissionDenied, reason: ReasonNoPodOnNode, msg: []string{httpbinID.String(), "node-a"},
 		},
 		{
 			name: "node account, other trust domain", auth: "Bearer ztunnel-a", impersonate: structpb.NewStringValue("spiffe://evil.org/ns/default/sa/sleep"),
-			code: codes.PermissionDenied, reason: reasonTrustDomain, msg: []string{"evil.org"},
+			code: codes.PermissionDenied, reason: ReasonTrustDomain, msg: []string{"evil.org"},
 		},
 		{
 			name: "node account, malformed identity", auth: "Bearer ztunnel-a", impersonate: structpb.NewStringValue("spiffe://cluster.local/ns/default"),
-			code: codes.InvalidArgument, reason: reasonBadRequest,
+			code: codes.InvalidArgument, reason: ReasonBadRequest,
 		},
 		{
 			name: "node account, identity not a string", auth: "Bearer ztunnel-a", impersonate: structpb.NewNumberValue(1),
-			code: codes.InvalidArgument, reason: reasonBadRequest,
+			code: codes.InvalidArgument, reason: ReasonBadRequest,
 		},
 		{
 			name: "node account whose pod is gone", auth: "Bearer ztunnel-x", impersonate: structpb.NewStringValue(sleepID.String()),
-			code: codes.PermissionDenied, reason: reasonUnknownNode,
+			code: codes.PermissionDenied, reason: ReasonUnknownNode,
 		},
 		{
 			name: "node account without pod or node", auth: "Bearer ztunnel-nx", impersonate: structpb.NewStringValue(sleepID.String()),
-			code: codes.PermissionDenied, reason: reasonUnknownNode,
+			code: codes.PermissionDenied, reason: ReasonUnknownNode,
 		},
 		{
 			name: "workload may not impersonate", auth: "Bearer sleep-token", impersonate: structpb.NewStringValue(httpbinID.String()),
-			code: codes.PermissionDenied, reason: reasonNotNodeAccount, msg: []string{"default/sleep"},
+			code: codes.PermissionDenied, reason: ReasonNotNodeAccount, msg: []string{"default/sleep"},
 		},
-		{name: "no token", code: codes.Unauthenticated, reason: reasonUnauthenticated},
-		{name: "empty bearer", auth: "Bearer ", code: codes.Unauthenticated, reason: reasonUnauthenticated},
-		{name: "basic auth", auth: "Basic sleep-token", code: codes.Unauthenticated, reason: reasonUnauthenticated},
-		{name: "rejected token", auth: "Bearer forged", code: codes.Unauthenticated, reason: reasonUnauthenticated},
-		{name: "reviewer down", auth: "Bearer unavailable", code: codes.Unavailable, reason: reasonAuthUnavailable},
+		{name: "no token", code: codes.Unauthenticated, reason: ReasonUnauthenticated},
+		{name: "empty bearer", auth: "Bearer ", code: codes.Unauthenticated, reason: ReasonUnauthenticated},
+		{name: "basic auth", auth: "Basic sleep-token", code: codes.Unauthenticated, reason: ReasonUnauthenticated},
+		{name: "rejected token", auth: "Bearer forged", code: codes.Unauthenticated, reason: ReasonUnauthenticated},
+		{name: "reviewer down", auth: "Bearer unavailable", code: codes.Unavailable, reason: ReasonAuthUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -237,7 +237,7 @@ func TestCreateCertificateBadCSR(t *testing.T) {
 			t.Errorf("CSR %q: error %v, want InvalidArgument", csr, err)
 		}
 	}
-	if got := srv.Stats().Refused[reasonBadCSR]; got != 3 {
+	if got := srv.Stats().Refused[ReasonBadCSR]; got != 3 {
 		t.Errorf("bad CSR refusals = %d, want 3", got)
 	}
 }
