@@ -34,6 +34,7 @@ import (
 	"github.com/ambient-mesh/mesh/istiod/internal/ads"
 	"github.com/ambient-mesh/mesh/istiod/internal/bootstrap"
 	"github.com/ambient-mesh/mesh/istiod/internal/controller"
+	"github.com/ambient-mesh/mesh/istiod/internal/monitoring"
 	"github.com/ambient-mesh/mesh/istiod/internal/workloads"
 )
 
@@ -50,6 +51,7 @@ type options struct {
 	grpcAddr     string
 	secureAddr   string
 	readyAddr    string
+	monitorAddr  string
 	nodeAccounts string
 	rootSelector string
 	logLevel     string
@@ -66,6 +68,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.grpcAddr, "grpc-addr", ":15010", "plaintext gRPC address (ADS)")
 	fs.StringVar(&o.secureAddr, "secure-grpc-addr", ":15012", "TLS gRPC address (ADS and the CA)")
 	fs.StringVar(&o.readyAddr, "ready-addr", ":8080", "HTTP address of /ready")
+	fs.StringVar(&o.monitorAddr, "monitoring-addr", ":15014", "HTTP address of /metrics (Prometheus) and the /debug endpoints")
 	fs.StringVar(&o.nodeAccounts, "node-accounts", "istio-system/ztunnel", "comma-separated namespace/serviceaccount names allowed to impersonate workloads on their node")
 	fs.StringVar(&o.rootSelector, "root-namespace-selector", "", "label selector of the namespaces to publish the root certificate ConfigMap to; all if empty")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -134,7 +137,11 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	})
 
 	cache := ads.NewCache()
-	ctl, err := controller.New(client, cache, workloads.MeshConfig{
+	ctlClients, err := bootstrap.NewClients(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	ctl, err := controller.New(ctlClients, cache, workloads.MeshConfig{
 		ClusterID: o.clusterID, TrustDomain: o.trustDomain, DomainSuffix: o.domainSuffix,
 	}, log.With("subsystem", "controller"))
 	if err != nil {
@@ -162,6 +169,27 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	// Monitoring: metrics under Istio's names and the debug endpoints. It
+	// keeps serving while the rest stops, and stops last.
+	mon := monitoring.New(monitoring.Sources{ADS: adsServer, Cache: cache, CA: caServer}, log.With("subsystem", "monitoring"))
+	adsServer.SetObserver(mon)
+	monLis, err := net.Listen("tcp", o.monitorAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", o.monitorAddr, err)
+	}
+	monServer := &http.Server{Handler: mon.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() {
+		if err := monServer.Serve(monLis); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("monitoring server failed", "error", err)
+		}
+	})
+	defer func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = monServer.Shutdown(shutdownCtx)
+	}()
+	log.Info("monitoring", "addr", monLis.Addr().String())
 
 	var lis [3]net.Listener
 	for i, addr := range []string{o.grpcAddr, o.secureAddr, o.readyAddr} {

@@ -1,14 +1,30 @@
 // Package controller keeps istiod's Address resources equal to the
-// translation of the cluster's Namespaces, Pods and Services.
+// translation of the cluster's Namespaces, Pods, Services, ServiceEntries
+// and waypoint Gateways.
 //
 // Shared informers feed a work queue keyed by object, so a burst of changes
 // to one object is translated once. Each key is recomputed from the
 // informers' current state (declaratively: what the object should give
 // now, not what changed), and the result is stored in an ads.Cache, which
-// pushes only resources whose bytes changed. A change reaches only the keys
-// it can affect: a pod its own workload; a Service itself and the workloads
-// of its namespace's pods (their services maps); a namespace's labels its
-// Services and pods.
+// pushes only resources whose bytes changed.
+//
+// A change queues only the keys whose translation reads what changed,
+// found through informer indexes rather than by scanning:
+//   - a pod: its own workload;
+//   - an EndpointSlice: the workloads of its endpoints that are not pods
+//     (those of Services without a selector);
+//   - a Service or ServiceEntry: itself, and the pods its old or new
+//     selector picks (their Workload.services) and, for a Service, its
+//     EndpointSlices, only when the selector, ports or type changed;
+//   - a namespace: its pods when istio.io/dataplane-mode changed; its pods,
+//     Services and ServiceEntries when its waypoint labels changed; on any
+//     other label change, only those whose waypoint is in another namespace
+//     (a Gateway may admit namespaces by label);
+//   - a Gateway: the pods, Services and ServiceEntries that name it with
+//     istio.io/use-waypoint, on themselves or through their namespace.
+//
+// The ServiceEntry and Gateway informers run only when the API server
+// serves those resources (their CRDs are installed when istiod starts).
 package controller
 
 import (
@@ -16,21 +32,31 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/protobuf/types/known/anypb"
-
-	corev1 "k8s.io/api/core/v1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	networkinglisters "istio.io/client-go/pkg/listers/networking/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/labels"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+	gatewaylisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
 
 	"github.com/ambient-mesh/mesh/istiod/internal/ads"
+	"github.com/ambient-mesh/mesh/istiod/internal/bootstrap"
 	"github.com/ambient-mesh/mesh/istiod/internal/workloads"
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 )
@@ -38,22 +64,38 @@ import (
 // AddressType is the type URL of the resources the controller maintains.
 const AddressType = "type.googleapis.com/istio.workload.Address"
 
+// The custom resources the controller reads when they are served.
+const (
+	gatewayGroupVersion      = "gateway.networking.k8s.io/v1"
+	gatewayResource          = "gateways"
+	serviceEntryGroupVersion = "networking.istio.io/v1"
+	serviceEntryResource     = "serviceentries"
+)
+
 // kind is the Kubernetes kind a queue key names.
 type kind uint8
 
 const (
 	kindPod kind = iota
 	kindService
+	kindServiceEntry
+	kindEndpointSlice
 )
 
 func (k kind) String() string {
-	if k == kindPod {
+	switch k {
+	case kindPod:
 		return "Pod"
+	case kindService:
+		return "Service"
+	case kindServiceEntry:
+		return "ServiceEntry"
+	default:
+		return "EndpointSlice"
 	}
-	return "Service"
 }
 
-// key names one object whose resource must be recomputed.
+// key names one object whose resources must be recomputed.
 type key struct {
 	kind      kind
 	namespace string
@@ -64,70 +106,151 @@ type key struct {
 // then call Run once.
 type Controller struct {
 	cache *ads.Cache
-	mesh  workloads.MeshConfig
+	mesh  atomic.Pointer[workloads.MeshConfig]
 	log   *slog.Logger
 
-	factory    informers.SharedInformerFactory
+	factories []interface{ Start(<-chan struct{}) }
+	shutdowns []func()
+	// informers are run directly rather than by a factory.
+	informers  []cache.SharedIndexInformer
 	namespaces corelisters.NamespaceLister
 	pods       corelisters.PodLister
 	services   corelisters.ServiceLister
+	slices     discoverylisters.EndpointSliceLister
+	entries    networkinglisters.ServiceEntryLister // nil: not served
+	gateways   gatewaylisters.GatewayLister         // nil: not served
+	nsIndex    cache.Indexer
+	podIndex   cache.Indexer
+	svcIndex   cache.Indexer
+	sliceIndex cache.Indexer
+	seIndex    cache.Indexer // nil: not served
 	synced     []cache.InformerSynced
 	queue      workqueue.TypedRateLimitingInterface[key]
 
-	// owned maps each key to the resource name it currently has in the
-	// cache. Only the single worker touches it.
-	owned map[key]string
-	ready atomic.Bool
+	// Only the single worker touches these. owned maps each key to the
+	// resource names it has in the cache; owners is the reverse, so a name
+	// two objects produce (a ServiceEntry host equal to a Service's
+	// hostname) stays while either still produces it. notes holds the
+	// explanations last logged for a key, so they are logged on change.
+	owned  map[key][]string
+	owners map[string]map[key]struct{}
+	notes  map[key]string
+
+	translations atomic.Int64
+	ready        atomic.Bool
 }
 
-// New returns a controller that watches client and writes cache. A nil log
-// discards.
-func New(client kubernetes.Interface, c *ads.Cache, mesh workloads.MeshConfig, log *slog.Logger) (*Controller, error) {
+// New returns a controller that watches the cluster through clients and
+// writes cache. The ServiceEntry and Gateway watches start only if the API
+// server serves those resources; without them there are no ServiceEntries
+// and no waypoint Gateways. A nil log discards.
+func New(clients *bootstrap.Clients, c *ads.Cache, mesh workloads.MeshConfig, log *slog.Logger) (*Controller, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := informers.NewSharedInformerFactory(client, 0)
 	ctl := &Controller{
-		cache:   c,
-		mesh:    mesh,
-		log:     log,
-		factory: f,
+		cache: c,
+		log:   log,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[key](),
 			workqueue.TypedRateLimitingQueueConfig[key]{Name: "istiod-addresses"}),
-		owned: map[key]string{},
+		owned:  map[key][]string{},
+		owners: map[string]map[key]struct{}{},
+		notes:  map[key]string{},
 	}
-	nsInf := f.Core().V1().Namespaces()
-	podInf := f.Core().V1().Pods()
-	svcInf := f.Core().V1().Services()
-	ctl.namespaces, ctl.pods, ctl.services = nsInf.Lister(), podInf.Lister(), svcInf.Lister()
+	ctl.mesh.Store(&mesh)
 
-	regs := []struct {
+	type registration struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
+	}
+	var regs []registration
+
+	kf := informers.NewSharedInformerFactory(clients.Kube, 0)
+	ctl.factories = append(ctl.factories, kf)
+	ctl.shutdowns = append(ctl.shutdowns, kf.Shutdown)
+	nsInf, podInf, svcInf := kf.Core().V1().Namespaces(), kf.Core().V1().Pods(), kf.Core().V1().Services()
+	sliceInf := kf.Discovery().V1().EndpointSlices()
+	ctl.namespaces, ctl.pods, ctl.services, ctl.slices = nsInf.Lister(), podInf.Lister(), svcInf.Lister(), sliceInf.Lister()
+	for _, ix := range []struct {
+		inf cache.SharedIndexInformer
+		ixs cache.Indexers
 	}{
-		{podInf.Informer(), cache.ResourceEventHandlerFuncs{
+		{nsInf.Informer(), cache.Indexers{indexWaypoint: namespaceWaypointIndex}},
+		{podInf.Informer(), cache.Indexers{indexLabels: podLabelIndex, indexWaypoint: objectWaypointIndex, indexCrossNamespace: crossNamespaceIndex}},
+		{svcInf.Informer(), cache.Indexers{indexSelector: serviceSelectorIndex, indexWaypoint: objectWaypointIndex, indexCrossNamespace: crossNamespaceIndex}},
+		{sliceInf.Informer(), cache.Indexers{indexService: sliceServiceIndex}},
+	} {
+		if err := ix.inf.AddIndexers(ix.ixs); err != nil {
+			return nil, fmt.Errorf("controller: add indexers: %w", err)
+		}
+	}
+	ctl.nsIndex, ctl.podIndex, ctl.svcIndex = nsInf.Informer().GetIndexer(), podInf.Informer().GetIndexer(), svcInf.Informer().GetIndexer()
+	ctl.sliceIndex = sliceInf.Informer().GetIndexer()
+	regs = append(regs,
+		registration{podInf.Informer(), cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { ctl.enqueue(kindPod, obj) },
 			UpdateFunc: func(_, obj any) { ctl.enqueue(kindPod, obj) },
 			DeleteFunc: func(obj any) { ctl.enqueue(kindPod, obj) },
 		}},
-		{svcInf.Informer(), cache.ResourceEventHandlerFuncs{
-			AddFunc:    ctl.serviceChanged,
-			UpdateFunc: func(_, obj any) { ctl.serviceChanged(obj) },
-			DeleteFunc: ctl.serviceChanged,
+		registration{svcInf.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { ctl.serviceChanged(nil, obj) },
+			UpdateFunc: ctl.serviceChanged,
+			DeleteFunc: func(obj any) { ctl.serviceChanged(obj, nil) },
 		}},
-		{nsInf.Informer(), cache.ResourceEventHandlerFuncs{
-			AddFunc: ctl.namespaceChanged,
-			UpdateFunc: func(oldObj, obj any) {
-				o, ok1 := oldObj.(*corev1.Namespace)
-				n, ok2 := obj.(*corev1.Namespace)
-				if ok1 && ok2 && maps.Equal(o.Labels, n.Labels) {
-					return
-				}
-				ctl.namespaceChanged(obj)
-			},
-			DeleteFunc: ctl.namespaceChanged,
+		registration{sliceInf.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { ctl.enqueue(kindEndpointSlice, obj) },
+			UpdateFunc: func(_, obj any) { ctl.enqueue(kindEndpointSlice, obj) },
+			DeleteFunc: func(obj any) { ctl.enqueue(kindEndpointSlice, obj) },
 		}},
+		registration{nsInf.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { ctl.namespaceChanged(nil, obj) },
+			UpdateFunc: ctl.namespaceChanged,
+			DeleteFunc: func(obj any) { ctl.namespaceChanged(obj, nil) },
+		}},
+	)
+
+	served, err := bootstrap.Served(clients.Kube.Discovery(), serviceEntryGroupVersion, serviceEntryResource)
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
 	}
+	if served && clients.Istio != nil {
+		seInf := newServiceEntryInformer(clients.Istio)
+		if err := seInf.AddIndexers(cache.Indexers{
+			indexSelector: serviceEntrySelectorIndex, indexWaypoint: objectWaypointIndex, indexCrossNamespace: crossNamespaceIndex,
+		}); err != nil {
+			return nil, fmt.Errorf("controller: add indexers: %w", err)
+		}
+		ctl.informers = append(ctl.informers, seInf)
+		ctl.entries, ctl.seIndex = networkinglisters.NewServiceEntryLister(seInf.GetIndexer()), seInf.GetIndexer()
+		regs = append(regs, registration{seInf, cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { ctl.serviceEntryChanged(nil, obj) },
+			UpdateFunc: ctl.serviceEntryChanged,
+			DeleteFunc: func(obj any) { ctl.serviceEntryChanged(obj, nil) },
+		}})
+	} else {
+		log.Info("ServiceEntries are not served; none will be translated", "group_version", serviceEntryGroupVersion)
+	}
+
+	served, err = bootstrap.Served(clients.Kube.Discovery(), gatewayGroupVersion, gatewayResource)
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	if served && clients.Gateway != nil {
+		f := gwinformers.NewSharedInformerFactory(clients.Gateway, 0)
+		ctl.factories = append(ctl.factories, f)
+		ctl.shutdowns = append(ctl.shutdowns, f.Shutdown)
+		gwInf := f.Gateway().V1().Gateways()
+		ctl.gateways = gwInf.Lister()
+		regs = append(regs, registration{gwInf.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { ctl.gatewayChanged(nil, obj) },
+			UpdateFunc: ctl.gatewayChanged,
+			DeleteFunc: func(obj any) { ctl.gatewayChanged(obj, nil) },
+		}})
+	} else {
+		log.Info("Gateways are not served; no waypoint Gateway will be found, so services that name one point at its service name",
+			"group_version", gatewayGroupVersion)
+	}
+
 	for _, r := range regs {
 		reg, err := r.inf.AddEventHandler(r.h)
 		if err != nil {
@@ -142,11 +265,39 @@ func New(client kubernetes.Interface, c *ads.Cache, mesh workloads.MeshConfig, l
 // controller has translated everything they listed.
 func (c *Controller) HasSynced() bool { return c.ready.Load() }
 
+// SetMesh replaces the mesh settings. When they differ from the current
+// ones, every object is queued again, since cluster ID, network, trust
+// domain and domain suffix appear in every resource. Safe to call from any
+// goroutine, before or during Run.
+func (c *Controller) SetMesh(m workloads.MeshConfig) {
+	if old := c.mesh.Swap(&m); old != nil && *old == m {
+		return
+	}
+	c.log.Info("mesh config changed; recomputing every address", "cluster_id", m.ClusterID, "network", m.Network,
+		"trust_domain", m.TrustDomain, "domain_suffix", m.DomainSuffix)
+	c.enqueueAll()
+}
+
+// Translations is the number of keys translated so far; tests and
+// benchmarks use it to check that a change recomputes only what it affects.
+func (c *Controller) Translations() int64 { return c.translations.Load() }
+
 // Run watches the cluster and updates the cache until ctx is done. It
 // returns an error only if the informers cannot sync.
 func (c *Controller) Run(ctx context.Context) error {
-	c.factory.Start(ctx.Done())
-	defer c.factory.Shutdown()
+	for _, f := range c.factories {
+		f.Start(ctx.Done())
+	}
+	var running sync.WaitGroup
+	for _, inf := range c.informers {
+		running.Go(func() { inf.RunWithContext(ctx) })
+	}
+	defer func() {
+		for _, s := range c.shutdowns {
+			s()
+		}
+		running.Wait()
+	}()
 
 	done := make(chan struct{})
 	go func() {
@@ -170,64 +321,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	return nil
 }
 
-// enqueue queues the object obj (possibly a tombstone) as kind k.
-func (c *Controller) enqueue(k kind, obj any) {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
-	}
-	ns, name, ok := objectName(obj)
-	if !ok {
-		return
-	}
-	c.queue.Add(key{kind: k, namespace: ns, name: name})
-}
-
-func objectName(obj any) (namespace, name string, ok bool) {
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		return o.Namespace, o.Name, true
-	case *corev1.Service:
-		return o.Namespace, o.Name, true
-	case *corev1.Namespace:
-		return "", o.Name, true
-	}
-	return "", "", false
-}
-
-// serviceChanged queues the Service and the pods of its namespace.
-func (c *Controller) serviceChanged(obj any) {
-	c.enqueue(kindService, obj)
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
-	}
-	if ns, _, ok := objectName(obj); ok {
-		c.enqueueNamespacePods(ns)
-	}
-}
-
-// namespaceChanged queues the Services and pods of the namespace.
-func (c *Controller) namespaceChanged(obj any) {
-	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = t.Obj
-	}
-	_, ns, ok := objectName(obj)
-	if !ok {
-		return
-	}
-	svcs, _ := c.services.Services(ns).List(labels.Everything())
-	for _, s := range svcs {
-		c.queue.Add(key{kind: kindService, namespace: s.Namespace, name: s.Name})
-	}
-	c.enqueueNamespacePods(ns)
-}
-
-func (c *Controller) enqueueNamespacePods(ns string) {
-	pods, _ := c.pods.Pods(ns).List(labels.Everything())
-	for _, p := range pods {
-		c.queue.Add(key{kind: kindPod, namespace: p.Namespace, name: p.Name})
-	}
-}
-
 func (c *Controller) processNext(ctx context.Context) bool {
 	k, shutdown := c.queue.Get()
 	if shutdown {
@@ -245,74 +338,213 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	return true
 }
 
-// sync recomputes the resource of k and stores it, or removes it when the
-// object is gone or does not translate.
+// sync recomputes the resources of k and stores them, removing those it
+// no longer produces.
 func (c *Controller) sync(k key) error {
-	addr, err := c.translate(k)
+	addrs, notes, err := c.translate(k)
 	if err != nil {
 		return err
 	}
-	old, had := c.owned[k]
-	if addr == nil {
-		if had {
-			c.cache.Delete(AddressType, old)
-			delete(c.owned, k)
+	c.translations.Add(1)
+	c.report(k, notes)
+
+	updated := make(map[string]*anypb.Any, len(addrs))
+	for _, a := range addrs {
+		name := workloads.ResourceName(a)
+		if name == "" {
+			continue
 		}
-		return nil
+		body, err := ads.MarshalAny(a)
+		if err != nil {
+			return err
+		}
+		updated[name] = body
 	}
-	body, err := ads.MarshalAny(addr)
-	if err != nil {
-		return err
-	}
-	name := workloads.ResourceName(addr)
 	var removed []string
-	if had && old != name {
-		removed = []string{old}
+	for _, name := range c.owned[k] {
+		if _, ok := updated[name]; !ok && c.release(name, k) {
+			removed = append(removed, name)
+		}
 	}
-	c.cache.Apply(AddressType, map[string]*anypb.Any{name: body}, removed)
-	c.owned[k] = name
+	names := make([]string, 0, len(updated))
+	for name := range updated {
+		names = append(names, name)
+		c.claim(name, k)
+	}
+	if len(updated) > 0 || len(removed) > 0 {
+		c.cache.Apply(AddressType, updated, removed)
+	}
+	if len(names) == 0 {
+		delete(c.owned, k)
+	} else {
+		slices.Sort(names)
+		c.owned[k] = names
+	}
 	return nil
 }
 
-// translate returns the Address k should have now, or nil for none.
-func (c *Controller) translate(k key) (*workloadapi.Address, error) {
+// claim records that k produces name.
+func (c *Controller) claim(name string, k key) {
+	o := c.owners[name]
+	if o == nil {
+		o = map[key]struct{}{}
+		c.owners[name] = o
+	}
+	if _, ok := o[k]; ok {
+		return
+	}
+	for other := range o {
+		c.log.Warn("two objects produce the same address resource; the one translated last wins",
+			"resource", name, "kind", k.kind.String(), "namespace", k.namespace, "name", k.name,
+			"other_kind", other.kind.String(), "other_namespace", other.namespace, "other_name", other.name)
+		break
+	}
+	o[k] = struct{}{}
+}
+
+// release records that k no longer produces name and reports whether name
+// should leave the cache. If another object still produces it, that object
+// is queued to write its own version back.
+func (c *Controller) release(name string, k key) bool {
+	o := c.owners[name]
+	delete(o, k)
+	if len(o) == 0 {
+		delete(c.owners, name)
+		return true
+	}
+	for other := range o {
+		c.queue.Add(other)
+	}
+	return false
+}
+
+// report logs a key's translation notes when they change, so a lasting
+// problem (a waypoint that is not ready, a bad ServiceEntry address) is
+// explained once rather than on every recomputation.
+func (c *Controller) report(k key, notes []error) {
+	var sb strings.Builder
+	for _, n := range notes {
+		sb.WriteString(n.Error())
+		sb.WriteByte('\n')
+	}
+	s := sb.String()
+	prev := c.notes[k]
+	if s == prev {
+		return
+	}
+	if s == "" {
+		delete(c.notes, k)
+		c.log.Info("translation problems cleared", "kind", k.kind.String(), "namespace", k.namespace, "name", k.name)
+		return
+	}
+	c.notes[k] = s
+	for _, n := range notes {
+		c.log.Warn("translation degraded", "kind", k.kind.String(), "namespace", k.namespace, "name", k.name, "problem", n.Error())
+	}
+}
+
+// translate returns the Addresses k should have now (none when the object
+// is gone or does not translate) and notes explaining a degraded result.
+func (c *Controller) translate(k key) ([]*workloadapi.Address, []error, error) {
 	ns, err := c.namespaces.Get(k.namespace)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, err
+		return nil, nil, err
+	}
+	in := workloads.Inputs{Namespace: ns, Mesh: *c.mesh.Load()}
+	if c.gateways != nil {
+		in.Gateways = c.gateway
 	}
 	switch k.kind {
 	case kindPod:
 		pod, err := c.pods.Pods(k.namespace).Get(k.name)
 		if apierrors.IsNotFound(err) {
-			return nil, nil
+			return nil, nil, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		svcs, err := c.services.Services(k.namespace).List(labels.Everything())
-		if err != nil {
-			return nil, err
-		}
-		w, ok := workloads.Workload(pod, ns, svcs, c.mesh)
-		if !ok {
+		in.Services = c.candidateServices(pod)
+		in.ServiceEntries = c.candidateEntries(pod)
+		w := workloads.Workload(pod, in)
+		if w == nil {
 			c.log.Debug("pod is not a workload", "namespace", k.namespace, "name", k.name,
 				"phase", pod.Status.Phase, "pod_ip", pod.Status.PodIP, "host_network", pod.Spec.HostNetwork)
-			return nil, nil
+			return nil, nil, nil
 		}
-		return &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}}, nil
-	default:
+		return []*workloadapi.Address{{Type: &workloadapi.Address_Workload{Workload: w}}}, nil, nil
+	case kindService:
 		svc, err := c.services.Services(k.namespace).Get(k.name)
 		if apierrors.IsNotFound(err) {
-			return nil, nil
+			return nil, nil, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		s, ok := workloads.Service(svc, ns, c.mesh)
-		if !ok {
+		s, notes := workloads.Service(svc, in)
+		if s == nil {
 			c.log.Debug("service is not translated", "namespace", k.namespace, "name", k.name, "type", svc.Spec.Type)
-			return nil, nil
+			return nil, nil, nil
 		}
-		return &workloadapi.Address{Type: &workloadapi.Address_Service{Service: s}}, nil
+		return []*workloadapi.Address{{Type: &workloadapi.Address_Service{Service: s}}}, notes, nil
+	case kindEndpointSlice:
+		es, err := c.slices.EndpointSlices(k.namespace).Get(k.name)
+		if apierrors.IsNotFound(err) {
+			return nil, nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		name := es.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			return nil, nil, nil
+		}
+		svc, err := c.services.Services(k.namespace).Get(name)
+		if apierrors.IsNotFound(err) {
+			return nil, nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		addrs, notes := workloads.EndpointSlice(es, svc, in)
+		return addrs, notes, nil
+	default:
+		if c.entries == nil {
+			return nil, nil, nil
+		}
+		se, err := c.entries.ServiceEntries(k.namespace).Get(k.name)
+		if apierrors.IsNotFound(err) {
+			return nil, nil, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		addrs, notes := workloads.ServiceEntry(se, in)
+		return addrs, notes, nil
 	}
+}
+
+// newServiceEntryInformer watches ServiceEntries in every namespace. It is
+// built here rather than by istio.io/client-go's informer factory so that
+// it honours a client's statement that it cannot stream lists (fake
+// clientsets), which that factory's generated informers do not pass on.
+func newServiceEntryInformer(client istioclient.Interface) cache.SharedIndexInformer {
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return client.NetworkingV1().ServiceEntries(metav1.NamespaceAll).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return client.NetworkingV1().ServiceEntries(metav1.NamespaceAll).Watch(ctx, o)
+		},
+	}
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), &networkingv1.ServiceEntry{}, 0,
+		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+}
+
+// gateway is the workloads.GatewayGetter over the Gateway informer.
+func (c *Controller) gateway(namespace, name string) *gatewayv1.Gateway {
+	gw, err := c.gateways.Gateways(namespace).Get(name)
+	if err != nil {
+		return nil
+	}
+	return gw
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -10,6 +11,8 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	istiofake "istio.io/client-go/pkg/clientset/versioned/fake"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -17,8 +20,11 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 
 	"github.com/ambient-mesh/mesh/istiod/internal/ads"
+	"github.com/ambient-mesh/mesh/istiod/internal/bootstrap"
 	"github.com/ambient-mesh/mesh/istiod/internal/workloads"
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 )
@@ -52,32 +58,86 @@ func service(ns, name, ip string, selector map[string]string) *corev1.Service {
 	}
 }
 
-// fixture runs a controller on a fake clientset holding objs.
+// fixture runs a controller on fake clientsets holding objs.
 type fixture struct {
-	t      *testing.T
-	client *fake.Clientset
-	cache  *ads.Cache
-	ctl    *Controller
+	t       testing.TB
+	client  *fake.Clientset
+	istio   *istiofake.Clientset
+	gateway *gwfake.Clientset
+	cache   *ads.Cache
+	ctl     *Controller
 }
 
-func start(t *testing.T, objs ...runtime.Object) *fixture {
+// noWatchList tells informers that the fake cannot stream lists: it never
+// sends the bookmark that ends one, so an informer would wait forever.
+type noWatchList struct{ *istiofake.Clientset }
+
+func (noWatchList) IsWatchListSemanticsUnSupported() bool { return true }
+
+// options of a fixture. The zero value serves both custom resources.
+type options struct {
+	noCRDs bool
+	log    *slog.Logger
+}
+
+func start(t testing.TB, objs ...runtime.Object) *fixture {
 	t.Helper()
-	client := fake.NewClientset(objs...)
-	// The fake clientset drops events between an informer's list and its
-	// watch, so the test mutates only once all three watches are open.
+	return startWith(t, options{}, objs...)
+}
+
+func startWith(t testing.TB, o options, objs ...runtime.Object) *fixture {
+	t.Helper()
+	var kube, istio, gws []runtime.Object
+	for _, obj := range objs {
+		switch obj.(type) {
+		case *networkingv1.ServiceEntry:
+			istio = append(istio, obj)
+		case *gatewayv1.Gateway:
+			gws = append(gws, obj)
+		default:
+			kube = append(kube, obj)
+		}
+	}
+	// The field-managed gwfake.NewClientset rejects creating Gateways (its
+	// type converter lacks them), so the simple tracker it replaces is used.
+	//lint:ignore SA1019 NewClientset cannot create Gateways.
+	gw := gwfake.NewSimpleClientset()
+	// Gateways are created through the v1 client: given to the constructor,
+	// the tracker files them under another version of the same Go type.
+	for _, obj := range gws {
+		g := obj.(*gatewayv1.Gateway)
+		if _, err := gw.GatewayV1().Gateways(g.Namespace).Create(context.Background(), g, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := &fixture{t: t, client: fake.NewClientset(kube...), istio: istiofake.NewSimpleClientset(istio...), gateway: gw}
+	want := []string{"pods", "services", "namespaces", "endpointslices"}
+	if !o.noCRDs {
+		f.client.Resources = []*metav1.APIResourceList{
+			{GroupVersion: serviceEntryGroupVersion, APIResources: []metav1.APIResource{{Name: serviceEntryResource, Kind: "ServiceEntry", Namespaced: true}}},
+			{GroupVersion: gatewayGroupVersion, APIResources: []metav1.APIResource{{Name: gatewayResource, Kind: "Gateway", Namespaced: true}}},
+		}
+		want = append(want, serviceEntryResource, gatewayResource)
+	}
+	// The fake clientsets drop events between an informer's list and its
+	// watch, so the test mutates only once every watch is open.
 	var mu sync.Mutex
 	watching := map[string]bool{}
-	client.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) {
+	reactor := func(a k8stesting.Action) (bool, watch.Interface, error) {
 		mu.Lock()
 		watching[a.GetResource().Resource] = true
 		mu.Unlock()
 		return false, nil, nil
-	})
-	c := ads.NewCache()
-	ctl, err := New(client, c, workloads.MeshConfig{}, nil)
+	}
+	f.client.PrependWatchReactor("*", reactor)
+	f.istio.PrependWatchReactor("*", reactor)
+	f.gateway.PrependWatchReactor("*", reactor)
+	f.cache = ads.NewCache()
+	ctl, err := New(&bootstrap.Clients{Kube: f.client, Istio: noWatchList{f.istio}, Gateway: f.gateway}, f.cache, workloads.MeshConfig{}, o.log)
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.ctl = ctl
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ctl.Run(ctx) }()
@@ -87,11 +147,15 @@ func start(t *testing.T, objs ...runtime.Object) *fixture {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	f := &fixture{t: t, client: client, cache: c, ctl: ctl}
 	f.wait("synced and watching", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return ctl.HasSynced() && watching["pods"] && watching["services"] && watching["namespaces"]
+		for _, r := range want {
+			if !watching[r] {
+				return false
+			}
+		}
+		return ctl.HasSynced()
 	})
 	return f
 }
@@ -142,8 +206,13 @@ func (f *fixture) waitContents(want map[string]*workloadapi.Address) {
 
 func wl(t *testing.T, p *corev1.Pod, ns *corev1.Namespace, svcs ...*corev1.Service) (string, *workloadapi.Address) {
 	t.Helper()
-	w, ok := workloads.Workload(p, ns, svcs, workloads.MeshConfig{})
-	if !ok {
+	return wlIn(t, p, workloads.Inputs{Namespace: ns, Services: svcs})
+}
+
+func wlIn(t *testing.T, p *corev1.Pod, in workloads.Inputs) (string, *workloadapi.Address) {
+	t.Helper()
+	w := workloads.Workload(p, in)
+	if w == nil {
 		t.Fatalf("pod %s/%s does not translate", p.Namespace, p.Name)
 	}
 	a := &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}}
@@ -152,8 +221,13 @@ func wl(t *testing.T, p *corev1.Pod, ns *corev1.Namespace, svcs ...*corev1.Servi
 
 func sv(t *testing.T, s *corev1.Service, ns *corev1.Namespace) (string, *workloadapi.Address) {
 	t.Helper()
-	out, ok := workloads.Service(s, ns, workloads.MeshConfig{})
-	if !ok {
+	return svIn(t, s, workloads.Inputs{Namespace: ns})
+}
+
+func svIn(t *testing.T, s *corev1.Service, in workloads.Inputs) (string, *workloadapi.Address) {
+	t.Helper()
+	out, _ := workloads.Service(s, in)
+	if out == nil {
 		t.Fatalf("service %s/%s does not translate", s.Namespace, s.Name)
 	}
 	a := &workloadapi.Address{Type: &workloadapi.Address_Service{Service: out}}

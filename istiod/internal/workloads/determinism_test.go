@@ -35,18 +35,18 @@ func TestDeterministic(t *testing.T) {
 
 	marshal := func(svcs []*corev1.Service) [][]byte {
 		t.Helper()
-		w, ok := Workload(readyPod(), ns, svcs, mesh)
-		if !ok {
-			t.Fatal("Workload() returned false")
+		w := Workload(readyPod(), Inputs{Namespace: ns, Services: svcs, Mesh: mesh})
+		if w == nil {
+			t.Fatal("Workload() returned nil")
 		}
 		if len(w.GetServices()) != len(svcs) {
 			t.Fatalf("got %d services, want %d", len(w.GetServices()), len(svcs))
 		}
 		out := [][]byte{mustMarshal(t, opts, &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}})}
 		for _, s := range services { // fixed order: Service output must not depend on svcs order
-			ws, ok := Service(s, ns, mesh)
-			if !ok {
-				t.Fatal("Service() returned false")
+			ws, _ := Service(s, Inputs{Namespace: ns, Mesh: mesh})
+			if ws == nil {
+				t.Fatal("Service() returned nil")
 			}
 			out = append(out, mustMarshal(t, opts, &workloadapi.Address{Type: &workloadapi.Address_Service{Service: ws}}))
 		}

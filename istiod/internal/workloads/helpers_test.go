@@ -7,9 +7,12 @@ import (
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // assertProto fails with a line diff of the text forms when got != want.
@@ -174,4 +177,76 @@ func wantWorkload(mutate ...func(*workloadapi.Workload)) *workloadapi.Workload {
 		m(w)
 	}
 	return w
+}
+
+func waypointIP(network string, ip ...byte) *workloadapi.GatewayAddress {
+	return &workloadapi.GatewayAddress{
+		Destination:   &workloadapi.GatewayAddress_Address{Address: &workloadapi.NetworkAddress{Network: network, Address: ip}},
+		HboneMtlsPort: 15008,
+	}
+}
+
+// waypointGateway is a Gateway of the waypoint class with the given
+// istio.io/waypoint-for ("" for none) and status addresses.
+func waypointGateway(ns, name, waypointFor string, addrs ...gatewayv1.GatewayStatusAddress) *gatewayv1.Gateway {
+	g := &gatewayv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: gatewayv1.GatewaySpec{
+			GatewayClassName: WaypointClassName,
+			Listeners:        []gatewayv1.Listener{{Name: "mesh", Port: HBONEPort, Protocol: "HBONE"}},
+		},
+		Status: gatewayv1.GatewayStatus{Addresses: addrs},
+	}
+	if waypointFor != "" {
+		g.Labels = map[string]string{LabelWaypointFor: waypointFor}
+	}
+	return g
+}
+
+func ipAddr(v string) gatewayv1.GatewayStatusAddress {
+	t := gatewayv1.IPAddressType
+	return gatewayv1.GatewayStatusAddress{Type: &t, Value: v}
+}
+
+func hostAddr(v string) gatewayv1.GatewayStatusAddress {
+	t := gatewayv1.HostnameAddressType
+	return gatewayv1.GatewayStatusAddress{Type: &t, Value: v}
+}
+
+// gateways is a GatewayGetter over gws.
+func gateways(gws ...*gatewayv1.Gateway) GatewayGetter {
+	return func(namespace, name string) *gatewayv1.Gateway {
+		for _, g := range gws {
+			if g.Namespace == namespace && g.Name == name {
+				return g
+			}
+		}
+		return nil
+	}
+}
+
+// serviceEntry is a ServiceEntry in namespace "app" for api.example.com and
+// api2.example.com with ports 443 (target 8443) and 80.
+func serviceEntry(name string, mutate ...func(*networkingv1.ServiceEntry)) *networkingv1.ServiceEntry {
+	se := &networkingv1.ServiceEntry{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name}}
+	se.Spec.Hosts = []string{"api.example.com", "api2.example.com"}
+	se.Spec.Ports = []*networkingv1alpha3.ServicePort{
+		{Number: 443, Name: "https", Protocol: "TLS", TargetPort: 8443},
+		{Number: 80, Name: "http", Protocol: "HTTP"},
+	}
+	se.Spec.Resolution = networkingv1alpha3.ServiceEntry_STATIC
+	for _, m := range mutate {
+		m(se)
+	}
+	return se
+}
+
+// allowFrom sets the allowedRoutes of g's HBONE listener.
+func allowFrom(g *gatewayv1.Gateway, from gatewayv1.FromNamespaces, selector map[string]string) *gatewayv1.Gateway {
+	ns := &gatewayv1.RouteNamespaces{From: &from}
+	if selector != nil {
+		ns.Selector = &metav1.LabelSelector{MatchLabels: selector}
+	}
+	g.Spec.Listeners[0].AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: ns}
+	return g
 }

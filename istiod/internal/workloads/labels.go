@@ -7,6 +7,13 @@ const (
 	LabelUseWaypoint          = "istio.io/use-waypoint"
 	LabelUseWaypointNamespace = "istio.io/use-waypoint-namespace"
 	LabelGatewayName          = "gateway.networking.k8s.io/gateway-name"
+	LabelWaypointFor          = "istio.io/waypoint-for"
+	// LabelGatewayManaged marks the pods and Service of a waypoint deployed
+	// by the mesh; they never use a waypoint themselves.
+	LabelGatewayManaged = "gateway.istio.io/managed"
+	// LabelTunnel on a ServiceEntry declares that its endpoints accept
+	// HBONE themselves (value "http").
+	LabelTunnel = "networking.istio.io/tunnel"
 
 	LabelCanonicalName     = "service.istio.io/canonical-name"
 	LabelCanonicalRevision = "service.istio.io/canonical-revision"
@@ -14,6 +21,18 @@ const (
 	DataplaneModeAmbient = "ambient"
 	DataplaneModeNone    = "none"
 	WaypointNone         = "none"
+
+	ManagedByMeshController = "istio.io-mesh-controller"
+	TunnelHTTP              = "http"
+
+	// WaypointClassName is the GatewayClass of waypoints.
+	WaypointClassName = "istio-waypoint"
+
+	// Values of istio.io/waypoint-for.
+	WaypointForService  = "service"
+	WaypointForWorkload = "workload"
+	WaypointForAll      = "all"
+	WaypointForNone     = "none"
 )
 
 // Fallback labels for canonical name and revision, in order of precedence

@@ -7,16 +7,19 @@ import (
 )
 
 // Service translates a Kubernetes Service into the service ztunnel learns
-// about. ns is the Service's namespace (nil is treated as unlabelled). The
-// bool is false for ExternalName Services: they are DNS aliases with no VIP
-// and no endpoints, so there is nothing for ztunnel to capture or balance.
-// Headless Services still translate, with no addresses, so their pods'
-// Workload.services entries refer to a known hostname.
-func Service(svc *corev1.Service, ns *corev1.Namespace, mesh MeshConfig) (*workloadapi.Service, bool) {
+// about; in.Namespace and in.Gateways are read. It returns nil for
+// ExternalName Services: they are DNS aliases with no VIP and no endpoints,
+// so there is nothing for ztunnel to capture or balance. Headless Services
+// still translate, with no addresses, so their pods' Workload.services
+// entries refer to a known hostname. The errors explain a degraded
+// translation (a waypoint that cannot be used yet); the Service is still
+// returned.
+func Service(svc *corev1.Service, in Inputs) (*workloadapi.Service, []error) {
 	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName {
-		return nil, false
+		return nil, nil
 	}
-	mesh = mesh.withDefaults()
+	in.Mesh = in.Mesh.withDefaults()
+	mesh := in.Mesh
 
 	out := &workloadapi.Service{
 		Name:      svc.Name,
@@ -25,10 +28,13 @@ func Service(svc *corev1.Service, ns *corev1.Namespace, mesh MeshConfig) (*workl
 		Addresses: serviceAddresses(svc, mesh.Network),
 		Ports:     servicePorts(svc),
 	}
-	if name, wns, ok := waypointFor(svc.Labels, svc.Namespace, ns); ok {
-		out.Waypoint = gatewayAddress(name, wns, mesh)
+	var errs []error
+	wp, err := in.serviceWaypoint("service", svc.Name, svc.Namespace, svc.Labels)
+	out.Waypoint = wp
+	if err != nil {
+		errs = append(errs, err)
 	}
-	return out, true
+	return out, errs
 }
 
 // serviceAddresses reads ClusterIPs (one per family on dual-stack clusters)

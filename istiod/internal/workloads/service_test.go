@@ -6,6 +6,7 @@ import (
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 func TestService(t *testing.T) {
@@ -45,7 +46,10 @@ func TestService(t *testing.T) {
 		svc  *corev1.Service
 		ns   *corev1.Namespace
 		mesh MeshConfig
-		want *workloadapi.Service // nil: skipped
+		// gateways are the Gateways that exist.
+		gateways []*gatewayv1.Gateway
+		want     *workloadapi.Service // nil: skipped
+		wantErr  bool
 	}{
 		{
 			name: "ClusterIP",
@@ -96,25 +100,28 @@ func TestService(t *testing.T) {
 			mesh: mesh,
 		},
 		{
-			name: "waypoint from the service label",
-			svc:  base(func(s *corev1.Service) { s.Labels = map[string]string{LabelUseWaypoint: "svc-wp"} }),
-			ns:   plainNS,
-			mesh: mesh,
-			want: want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("svc-wp", "app") }),
+			name:    "waypoint from the service label",
+			svc:     base(func(s *corev1.Service) { s.Labels = map[string]string{LabelUseWaypoint: "svc-wp"} }),
+			ns:      plainNS,
+			mesh:    mesh,
+			want:    want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("svc-wp", "app") }),
+			wantErr: true,
 		},
 		{
-			name: "waypoint from the namespace",
-			svc:  base(),
-			ns:   wpNS,
-			mesh: mesh,
-			want: want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("ns-wp", "app") }),
+			name:    "waypoint from the namespace",
+			svc:     base(),
+			ns:      wpNS,
+			mesh:    mesh,
+			want:    want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("ns-wp", "app") }),
+			wantErr: true,
 		},
 		{
-			name: "service label overrides the namespace",
-			svc:  base(func(s *corev1.Service) { s.Labels = map[string]string{LabelUseWaypoint: "svc-wp"} }),
-			ns:   wpNS,
-			mesh: mesh,
-			want: want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("svc-wp", "app") }),
+			name:    "service label overrides the namespace",
+			svc:     base(func(s *corev1.Service) { s.Labels = map[string]string{LabelUseWaypoint: "svc-wp"} }),
+			ns:      wpNS,
+			mesh:    mesh,
+			want:    want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("svc-wp", "app") }),
+			wantErr: true,
 		},
 		{
 			name: "service opts out with none",
@@ -128,24 +135,148 @@ func TestService(t *testing.T) {
 			svc: base(func(s *corev1.Service) {
 				s.Labels = map[string]string{LabelUseWaypoint: "shared", LabelUseWaypointNamespace: "infra"}
 			}),
-			ns:   plainNS,
+			ns:      plainNS,
+			mesh:    mesh,
+			want:    want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("shared", "infra") }),
+			wantErr: true,
+		},
+		{
+			name:     "waypoint gateway with a status IP",
+			svc:      base(),
+			ns:       wpNS,
+			mesh:     mesh,
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", "", ipAddr("10.96.5.5"))},
+			want:     want(func(s *workloadapi.Service) { s.Waypoint = waypointIP("net1", 10, 96, 5, 5) }),
+		},
+		{
+			name:     "status hostname is preferred to the IP",
+			svc:      base(),
+			ns:       wpNS,
+			mesh:     mesh,
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", "", ipAddr("10.96.5.5"), hostAddr("ns-wp.app.svc.cluster.local"))},
+			want:     want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("ns-wp", "app") }),
+		},
+		{
+			name: "spec address when status has none",
+			svc:  base(),
+			ns:   wpNS,
 			mesh: mesh,
-			want: want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("shared", "infra") }),
+			gateways: []*gatewayv1.Gateway{func() *gatewayv1.Gateway {
+				g := waypointGateway("app", "ns-wp", "")
+				g.Spec.Addresses = []gatewayv1.GatewaySpecAddress{{Value: "fd00::5"}}
+				return g
+			}()},
+			want: want(func(s *workloadapi.Service) {
+				s.Waypoint = waypointIP("net1", 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5)
+			}),
+		},
+		{
+			name: "waypoint in another namespace by IP",
+			svc: base(func(s *corev1.Service) {
+				s.Labels = map[string]string{LabelUseWaypoint: "shared", LabelUseWaypointNamespace: "infra"}
+			}),
+			ns:       plainNS,
+			mesh:     mesh,
+			gateways: []*gatewayv1.Gateway{allowFrom(waypointGateway("infra", "shared", WaypointForAll, ipAddr("10.96.7.7")), gatewayv1.NamespacesFromAll, nil)},
+			want:     want(func(s *workloadapi.Service) { s.Waypoint = waypointIP("net1", 10, 96, 7, 7) }),
+		},
+		{
+			name: "waypoint in another namespace refuses by default",
+			svc: base(func(s *corev1.Service) {
+				s.Labels = map[string]string{LabelUseWaypoint: "shared", LabelUseWaypointNamespace: "infra"}
+			}),
+			ns:       plainNS,
+			mesh:     mesh,
+			gateways: []*gatewayv1.Gateway{waypointGateway("infra", "shared", WaypointForAll, ipAddr("10.96.7.7"))},
+			want:     want(),
+			wantErr:  true,
+		},
+		{
+			name: "waypoint in another namespace allows by namespace selector",
+			svc:  base(),
+			ns:   namespace("app", map[string]string{LabelUseWaypoint: "shared", LabelUseWaypointNamespace: "infra", "mesh": "yes"}),
+			mesh: mesh,
+			gateways: []*gatewayv1.Gateway{
+				allowFrom(waypointGateway("infra", "shared", "", ipAddr("10.96.7.7")), gatewayv1.NamespacesFromSelector, map[string]string{"mesh": "yes"}),
+			},
+			want: want(func(s *workloadapi.Service) { s.Waypoint = waypointIP("net1", 10, 96, 7, 7) }),
+		},
+		{
+			name: "namespace selector that does not match refuses",
+			svc:  base(),
+			ns:   namespace("app", map[string]string{LabelUseWaypoint: "shared", LabelUseWaypointNamespace: "infra"}),
+			mesh: mesh,
+			gateways: []*gatewayv1.Gateway{
+				allowFrom(waypointGateway("infra", "shared", "", ipAddr("10.96.7.7")), gatewayv1.NamespacesFromSelector, map[string]string{"mesh": "yes"}),
+			},
+			want:    want(),
+			wantErr: true,
+		},
+		{
+			name:     "gateway without an address fails closed",
+			svc:      base(),
+			ns:       wpNS,
+			mesh:     mesh,
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", "")},
+			want:     want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("ns-wp", "app") }),
+			wantErr:  true,
+		},
+		{
+			name:     "gateway with an unparsable IP fails closed",
+			svc:      base(),
+			ns:       wpNS,
+			mesh:     mesh,
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", "", ipAddr("not-an-ip"))},
+			want:     want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("ns-wp", "app") }),
+			wantErr:  true,
+		},
+		{
+			name: "gateway of another class fails closed",
+			svc:  base(),
+			ns:   wpNS,
+			mesh: mesh,
+			gateways: []*gatewayv1.Gateway{func() *gatewayv1.Gateway {
+				g := waypointGateway("app", "ns-wp", "", ipAddr("10.96.5.5"))
+				g.Spec.GatewayClassName = "istio"
+				return g
+			}()},
+			want:    want(func(s *workloadapi.Service) { s.Waypoint = waypointAddr("ns-wp", "app") }),
+			wantErr: true,
+		},
+		{
+			name:     "workload-only waypoint is not used for services",
+			svc:      base(),
+			ns:       wpNS,
+			mesh:     mesh,
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", WaypointForWorkload, ipAddr("10.96.5.5"))},
+			want:     want(),
+			wantErr:  true,
+		},
+		{
+			name:     "a waypoint's own service does not use a waypoint",
+			svc:      base(func(s *corev1.Service) { s.Labels = map[string]string{LabelGatewayManaged: ManagedByMeshController} }),
+			ns:       wpNS,
+			mesh:     mesh,
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", "", ipAddr("10.96.5.5"))},
+			want:     want(),
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := Service(tt.svc, tt.ns, tt.mesh)
+			got, errs := Service(tt.svc, Inputs{Namespace: tt.ns, Gateways: gateways(tt.gateways...), Mesh: tt.mesh})
 			if tt.want == nil {
-				if ok || got != nil {
-					t.Fatalf("Service() = %v, %v; want nil, false", got, ok)
+				if got != nil {
+					t.Fatalf("Service() = %v; want nil", got)
 				}
 				return
 			}
-			if !ok {
-				t.Fatal("Service() returned false; want a service")
+			if got == nil {
+				t.Fatal("Service() returned nil; want a service")
 			}
 			assertProto(t, got, tt.want)
+			if (len(errs) > 0) != tt.wantErr {
+				t.Errorf("Service() errors = %v, want errors: %v", errs, tt.wantErr)
+			}
 		})
 	}
 }
@@ -185,8 +316,8 @@ func TestSelects(t *testing.T) {
 }
 
 func TestResourceName(t *testing.T) {
-	w, _ := Workload(readyPod(), ambientNS, nil, mesh)
-	s, _ := Service(service("web", nil), plainNS, mesh)
+	w := Workload(readyPod(), Inputs{Namespace: ambientNS, Mesh: mesh})
+	s, _ := Service(service("web", nil), Inputs{Namespace: plainNS, Mesh: mesh})
 	tests := []struct {
 		name string
 		addr *workloadapi.Address

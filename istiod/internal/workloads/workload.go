@@ -9,24 +9,25 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Workload translates a pod into the workload ztunnel learns about. ns is the
-// pod's namespace (nil is treated as unlabelled); services are candidates for
-// Workload.services and may include Services that do not select the pod or
-// live elsewhere. The bool is false when the pod is not a workload: it has no
-// IP yet, shares the node's network (its IP is the node's, so it cannot be
-// told apart from other host-network pods), or has terminated.
-func Workload(pod *corev1.Pod, ns *corev1.Namespace, services []*corev1.Service, mesh MeshConfig) (*workloadapi.Workload, bool) {
+// Workload translates a pod into the workload ztunnel learns about.
+// in.Services and in.ServiceEntries are candidates for Workload.services and
+// may include objects that do not select the pod or live elsewhere. It
+// returns nil when the pod is not a workload: it has no IP yet, shares the
+// node's network (its IP is the node's, so it cannot be told apart from
+// other host-network pods), or has terminated.
+func Workload(pod *corev1.Pod, in Inputs) *workloadapi.Workload {
 	if pod == nil || pod.Spec.HostNetwork {
-		return nil, false
+		return nil
 	}
 	if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return nil, false
+		return nil
 	}
 	addrs := podAddresses(pod)
 	if len(addrs) == 0 {
-		return nil, false
+		return nil
 	}
-	mesh = mesh.withDefaults()
+	in.Mesh = in.Mesh.withDefaults()
+	mesh := in.Mesh
 
 	sa := pod.Spec.ServiceAccountName
 	if sa == "" {
@@ -48,7 +49,7 @@ func Workload(pod *corev1.Pod, ns *corev1.Namespace, services []*corev1.Service,
 		Namespace:         pod.Namespace,
 		Addresses:         addrs,
 		Network:           mesh.Network,
-		TunnelProtocol:    tunnelProtocol(pod, ns),
+		TunnelProtocol:    tunnelProtocol(pod, in.Namespace),
 		TrustDomain:       mesh.TrustDomain,
 		ServiceAccount:    sa,
 		Node:              pod.Spec.NodeName,
@@ -58,12 +59,10 @@ func Workload(pod *corev1.Pod, ns *corev1.Namespace, services []*corev1.Service,
 		WorkloadName:      workloadName,
 		Status:            podStatus(pod),
 		ClusterId:         mesh.ClusterID,
-		Services:          podServices(pod, services, mesh),
+		Services:          podServices(pod, in),
+		Waypoint:          in.workloadWaypoint(pod.Namespace, pod.Labels),
 	}
-	if name, wns, ok := waypointFor(pod.Labels, pod.Namespace, ns); ok && !isWaypointItself(pod, name, wns) {
-		w.Waypoint = gatewayAddress(name, wns, mesh)
-	}
-	return w, true
+	return w
 }
 
 // podAddresses reads PodIPs (all families) and falls back to PodIP for
@@ -136,10 +135,28 @@ func podWorkloadName(pod *corev1.Pod) string {
 }
 
 // podServices builds the "namespace/hostname" -> ports map ztunnel uses to
-// turn a connection to a service VIP and port into a connection to this pod.
-func podServices(pod *corev1.Pod, services []*corev1.Service, mesh MeshConfig) map[string]*workloadapi.PortList {
+// turn a connection to a service VIP and port into a connection to this pod,
+// from the Services and the ServiceEntries (by workloadSelector) that
+// select it.
+func podServices(pod *corev1.Pod, in Inputs) map[string]*workloadapi.PortList {
 	var out map[string]*workloadapi.PortList
-	for _, svc := range services {
+	for _, se := range in.ServiceEntries {
+		if !ServiceEntrySelects(se, pod) {
+			continue
+		}
+		if _, err := serviceEntryAddresses(se, in.Mesh.Network); err != nil {
+			// The entry translates to nothing, so nothing to refer to.
+			continue
+		}
+		if out == nil {
+			out = make(map[string]*workloadapi.PortList)
+		}
+		for _, h := range serviceEntryHosts(se) {
+			out[se.Namespace+"/"+h] = &workloadapi.PortList{Ports: serviceEntryPorts(se, nil)}
+		}
+	}
+	mesh := in.Mesh
+	for _, svc := range in.Services {
 		if !Selects(svc, pod) {
 			continue
 		}
@@ -192,10 +209,4 @@ func protocolOrTCP(p corev1.Protocol) corev1.Protocol {
 		return corev1.ProtocolTCP
 	}
 	return p
-}
-
-// isWaypointItself stops a waypoint's own pods from pointing at themselves
-// when their namespace names them as its waypoint; traffic would loop.
-func isWaypointItself(pod *corev1.Pod, name, namespace string) bool {
-	return pod.Namespace == namespace && pod.Labels[LabelGatewayName] == name
 }

@@ -4,9 +4,12 @@ import (
 	"testing"
 
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 func TestWorkload(t *testing.T) {
@@ -23,6 +26,8 @@ func TestWorkload(t *testing.T) {
 		pod      *corev1.Pod
 		ns       *corev1.Namespace
 		services []*corev1.Service
+		entries  []*networkingv1.ServiceEntry
+		gateways []*gatewayv1.Gateway
 		mesh     MeshConfig
 		want     *workloadapi.Workload // nil: not a workload
 	}{
@@ -252,11 +257,27 @@ func TestWorkload(t *testing.T) {
 			}),
 		},
 		{
-			name: "waypoint from the namespace",
+			name:     "waypoint from the namespace",
+			pod:      readyPod(),
+			ns:       namespace("app", map[string]string{LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "ns-wp"}),
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", WaypointForWorkload, ipAddr("10.96.5.5"))},
+			mesh:     mesh,
+			want:     wantWorkload(func(w *workloadapi.Workload) { w.Waypoint = waypointIP("net1", 10, 96, 5, 5) }),
+		},
+		{
+			name:     "waypoint for services only is not a workload waypoint",
+			pod:      readyPod(),
+			ns:       namespace("app", map[string]string{LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "ns-wp"}),
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", "", ipAddr("10.96.5.5"))},
+			mesh:     mesh,
+			want:     wantWorkload(),
+		},
+		{
+			name: "missing waypoint gives no workload waypoint",
 			pod:  readyPod(),
 			ns:   namespace("app", map[string]string{LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "ns-wp"}),
 			mesh: mesh,
-			want: wantWorkload(func(w *workloadapi.Workload) { w.Waypoint = waypointAddr("ns-wp", "app") }),
+			want: wantWorkload(),
 		},
 		{
 			name: "waypoint from the namespace in another namespace",
@@ -264,6 +285,9 @@ func TestWorkload(t *testing.T) {
 			ns: namespace("app", map[string]string{
 				LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "shared", LabelUseWaypointNamespace: "infra",
 			}),
+			gateways: []*gatewayv1.Gateway{
+				allowFrom(waypointGateway("infra", "shared", WaypointForAll, hostAddr("shared.infra.svc.cluster.local")), gatewayv1.NamespacesFromAll, nil),
+			},
 			mesh: mesh,
 			want: wantWorkload(func(w *workloadapi.Workload) { w.Waypoint = waypointAddr("shared", "infra") }),
 		},
@@ -271,15 +295,20 @@ func TestWorkload(t *testing.T) {
 			name: "pod waypoint overrides the namespace",
 			pod:  readyPod(withLabels(LabelUseWaypoint, "pod-wp")),
 			ns:   namespace("app", map[string]string{LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "ns-wp"}),
+			gateways: []*gatewayv1.Gateway{
+				waypointGateway("app", "ns-wp", WaypointForAll, ipAddr("10.96.5.5")),
+				waypointGateway("app", "pod-wp", WaypointForAll, ipAddr("10.96.6.6")),
+			},
 			mesh: mesh,
-			want: wantWorkload(func(w *workloadapi.Workload) { w.Waypoint = waypointAddr("pod-wp", "app") }),
+			want: wantWorkload(func(w *workloadapi.Workload) { w.Waypoint = waypointIP("net1", 10, 96, 6, 6) }),
 		},
 		{
-			name: "pod opts out of the namespace waypoint with none",
-			pod:  readyPod(withLabels(LabelUseWaypoint, WaypointNone)),
-			ns:   namespace("app", map[string]string{LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "ns-wp"}),
-			mesh: mesh,
-			want: wantWorkload(),
+			name:     "pod opts out of the namespace waypoint with none",
+			pod:      readyPod(withLabels(LabelUseWaypoint, WaypointNone)),
+			ns:       namespace("app", map[string]string{LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "ns-wp"}),
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", WaypointForAll, ipAddr("10.96.5.5"))},
+			mesh:     mesh,
+			want:     wantWorkload(),
 		},
 		{
 			name: "namespace none means no waypoint",
@@ -289,24 +318,61 @@ func TestWorkload(t *testing.T) {
 			want: wantWorkload(),
 		},
 		{
-			name: "waypoint pod does not point at itself",
-			pod:  readyPod(withLabels(LabelGatewayName, "ns-wp")),
-			ns:   namespace("app", map[string]string{LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "ns-wp"}),
+			name:     "waypoint pod does not point at itself",
+			pod:      readyPod(withLabels(LabelGatewayName, "ns-wp")),
+			ns:       namespace("app", map[string]string{LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "ns-wp"}),
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", WaypointForAll, ipAddr("10.96.5.5"))},
+			mesh:     mesh,
+			want:     wantWorkload(),
+		},
+		{
+			name:     "mesh-managed waypoint pod uses no waypoint",
+			pod:      readyPod(withLabels(LabelGatewayManaged, ManagedByMeshController, LabelGatewayName, "other")),
+			ns:       namespace("app", map[string]string{LabelDataplaneMode: DataplaneModeAmbient, LabelUseWaypoint: "ns-wp"}),
+			gateways: []*gatewayv1.Gateway{waypointGateway("app", "ns-wp", WaypointForAll, ipAddr("10.96.5.5"))},
+			mesh:     mesh,
+			want:     wantWorkload(),
+		},
+		{
+			name: "ServiceEntry selecting the pod adds its hosts",
+			pod:  readyPod(),
+			ns:   ambientNS,
+			entries: []*networkingv1.ServiceEntry{
+				serviceEntry("ext", func(se *networkingv1.ServiceEntry) {
+					se.Spec.WorkloadSelector = &networkingv1alpha3.WorkloadSelector{Labels: map[string]string{"app": "web"}}
+				}),
+				serviceEntry("other", func(se *networkingv1.ServiceEntry) {
+					se.Spec.Hosts = []string{"other.example.com"}
+					se.Spec.WorkloadSelector = &networkingv1alpha3.WorkloadSelector{Labels: map[string]string{"app": "api"}}
+				}),
+				serviceEntry("no-selector", func(se *networkingv1.ServiceEntry) { se.Spec.Hosts = []string{"nosel.example.com"} }),
+				serviceEntry("bad-vip", func(se *networkingv1.ServiceEntry) {
+					se.Spec.Hosts = []string{"bad.example.com"}
+					se.Spec.Addresses = []string{"10.0.0.0/8"}
+					se.Spec.WorkloadSelector = &networkingv1alpha3.WorkloadSelector{Labels: map[string]string{"app": "web"}}
+				}),
+			},
 			mesh: mesh,
-			want: wantWorkload(),
+			want: wantWorkload(func(w *workloadapi.Workload) {
+				ports := []*workloadapi.Port{{ServicePort: 443, TargetPort: 8443}, {ServicePort: 80, TargetPort: 80}}
+				w.Services = map[string]*workloadapi.PortList{
+					"app/api.example.com":  {Ports: ports},
+					"app/api2.example.com": {Ports: ports},
+				}
+			}),
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := Workload(tt.pod, tt.ns, tt.services, tt.mesh)
+			got := Workload(tt.pod, Inputs{Namespace: tt.ns, Services: tt.services, ServiceEntries: tt.entries, Gateways: gateways(tt.gateways...), Mesh: tt.mesh})
 			if tt.want == nil {
-				if ok || got != nil {
-					t.Fatalf("Workload() = %v, %v; want nil, false", got, ok)
+				if got != nil {
+					t.Fatalf("Workload() = %v; want nil", got)
 				}
 				return
 			}
-			if !ok {
-				t.Fatal("Workload() returned false; want a workload")
+			if got == nil {
+				t.Fatal("Workload() returned nil; want a workload")
 			}
 			assertProto(t, got, tt.want)
 		})
@@ -314,7 +380,7 @@ func TestWorkload(t *testing.T) {
 }
 
 func TestWorkloadNilPod(t *testing.T) {
-	if w, ok := Workload(nil, ambientNS, nil, mesh); ok || w != nil {
-		t.Fatalf("Workload(nil) = %v, %v", w, ok)
+	if w := Workload(nil, Inputs{Namespace: ambientNS, Mesh: mesh}); w != nil {
+		t.Fatalf("Workload(nil) = %v", w)
 	}
 }
