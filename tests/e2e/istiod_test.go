@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -28,8 +29,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	"github.com/ambient-mesh/mesh/pkg/xdsapi"
+	"github.com/ambient-mesh/mesh/tests/adsclient"
 	"github.com/ambient-mesh/mesh/tests/framework"
 )
 
@@ -57,10 +62,10 @@ func TestIstiod(t *testing.T) {
 
 	p := startIstiod(t, buildIstiod(t), "-kubeconfig", c.Kubeconfig, "-namespace", system.Name,
 		"-root-namespace-selector", "e2e.mesh/istiod="+runID, "-node-accounts", system.Name+"/ztunnel",
-		"-grpc-addr", "127.0.0.1:0", "-secure-grpc-addr", "127.0.0.1:0", "-ready-addr", "127.0.0.1:0", "-log-level", "debug")
+		"-grpc-addr", "127.0.0.1:0", "-secure-grpc-addr", "127.0.0.1:0", "-ready-addr", "127.0.0.1:0", "-monitoring-addr", "127.0.0.1:0", "-log-level", "debug")
 	p.waitReady(t, time.Minute)
 
-	cc, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), largeMessages)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +155,51 @@ func TestIstiod(t *testing.T) {
 			arrived.Sub(start).Round(time.Millisecond), updated.Sub(start).Round(time.Millisecond))
 	})
 
+	t.Run("metrics and debug endpoints on the monitoring port", func(t *testing.T) {
+		hc := &http.Client{Timeout: 10 * time.Second}
+		get := func(path string) string {
+			t.Helper()
+			resp, err := hc.Get("http://" + p.monitorAddr + path)
+			if err != nil {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %s\n%s", path, resp.Status, body)
+			}
+			return string(body)
+		}
+		parser := expfmt.NewTextParser(model.LegacyValidation)
+		families, err := parser.TextToMetricFamilies(strings.NewReader(get("/metrics")))
+		if err != nil {
+			t.Fatalf("parse /metrics: %v", err)
+		}
+		sum := func(name string) float64 {
+			var v float64
+			for _, m := range families[name].GetMetric() {
+				v += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+			return v
+		}
+		if got := sum("pilot_xds"); got < 1 {
+			t.Errorf("pilot_xds = %v with a client connected", got)
+		}
+		if got := sum("pilot_xds_pushes"); got < 3 {
+			t.Errorf("pilot_xds_pushes = %v after the pushes above", got)
+		}
+		if _, ok := families["pilot_proxy_convergence_time"]; !ok {
+			t.Error("no pilot_proxy_convergence_time")
+		}
+		const node = "e2e~127.0.0.1~e2e.default~default.svc.cluster.local"
+		if conns := get("/debug/connections"); !strings.Contains(conns, node) {
+			t.Errorf("/debug/connections does not list the client %s:\n%s", node, conns)
+		}
+		if dump := get("/debug/config_dump?proxyID=" + node); !strings.Contains(dump, ambUID) {
+			t.Errorf("/debug/config_dump for the client does not show the workload %s it was sent:\n%s", ambUID, dump)
+		}
+	})
+
 	t.Run("TLS port: ADS and CA", func(t *testing.T) {
 		cm, err := c.Client.CoreV1().ConfigMaps(system.Name).Get(ctx, rootConfigMap, metav1.GetOptions{})
 		for deadline := time.Now().Add(30 * time.Second); err != nil && time.Now().Before(deadline); {
@@ -165,7 +215,7 @@ func TestIstiod(t *testing.T) {
 			t.Fatalf("no certificate in %s/%s", system.Name, rootConfigMap)
 		}
 		creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "istiod." + system.Name + ".svc", MinVersion: tls.VersionTLS12})
-		sc, err := grpc.NewClient(p.secureAddr, grpc.WithTransportCredentials(creds))
+		sc, err := grpc.NewClient(p.secureAddr, grpc.WithTransportCredentials(creds), largeMessages)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,10 +278,14 @@ func TestIstiod(t *testing.T) {
 	})
 }
 
+// largeMessages lets a client take istiod's first response whole: in a
+// cluster shared with other suites it can exceed gRPC's 4 MiB default.
+var largeMessages = grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(adsclient.DefaultMaxRecvMsgSize))
+
 // istiodProcess is a running istiod binary.
 type istiodProcess struct {
-	grpcAddr, secureAddr, readyAddr string
-	logs                            *lockedBuffer
+	grpcAddr, secureAddr, readyAddr, monitorAddr string
+	logs                                         *lockedBuffer
 }
 
 func buildIstiod(t *testing.T) string {
@@ -278,10 +332,10 @@ func startIstiod(t *testing.T, bin string, args ...string) *istiodProcess {
 	select {
 	case addrs := <-listening.found:
 		f := strings.Fields(addrs)
-		if len(f) != 3 {
-			t.Fatalf("istiod printed %q, want three addresses", addrs)
+		if len(f) != 4 {
+			t.Fatalf("istiod printed %q, want four addresses", addrs)
 		}
-		p.grpcAddr, p.secureAddr, p.readyAddr = f[0], f[1], f[2]
+		p.grpcAddr, p.secureAddr, p.readyAddr, p.monitorAddr = f[0], f[1], f[2], f[3]
 	case err := <-exited:
 		exited <- err
 		t.Fatalf("istiod exited before serving: %v\n%s", err, p.logs)

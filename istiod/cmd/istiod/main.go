@@ -1,14 +1,19 @@
 // Command istiod is the mesh's control plane: it serves workload discovery
 // (istio.workload.Address over Delta ADS) translated from the cluster's
-// Namespaces, Pods and Services, and issues workload certificates
-// (IstioCertificateService).
+// Namespaces, Pods, Services, EndpointSlices, ServiceEntries and waypoint
+// Gateways; L4 policy (istio.security.Authorization) translated from
+// AuthorizationPolicies and PeerAuthentications; and issues workload
+// certificates (IstioCertificateService). Mesh settings (trust domain, root
+// namespace) come from the `istio` ConfigMap in its namespace, with the
+// flags as defaults.
 //
-// It listens on three addresses: plaintext gRPC with ADS (15010), TLS gRPC
+// It listens on four addresses: plaintext gRPC with ADS (15010), TLS gRPC
 // with ADS and the CA (15012), under a serving certificate its own CA signs
-// for istiod.<namespace>.svc, and HTTP readiness at /ready (8080), 200 once
-// its informers have synced. Once listening it prints
-// "listening <grpc> <secure-grpc> <ready>" on standard output; logs are
-// JSON on standard error. SIGTERM or SIGINT stops it.
+// for istiod.<namespace>.svc; HTTP readiness at /ready (8080), 200 once
+// its informers have synced; and HTTP monitoring (15014): /metrics and
+// /debug. Once listening it prints
+// "listening <grpc> <secure-grpc> <ready> <monitoring>" on standard output;
+// logs are JSON on standard error. SIGTERM or SIGINT stops it.
 package main
 
 import (
@@ -34,7 +39,9 @@ import (
 	"github.com/ambient-mesh/mesh/istiod/internal/ads"
 	"github.com/ambient-mesh/mesh/istiod/internal/bootstrap"
 	"github.com/ambient-mesh/mesh/istiod/internal/controller"
+	"github.com/ambient-mesh/mesh/istiod/internal/meshconfig"
 	"github.com/ambient-mesh/mesh/istiod/internal/monitoring"
+	"github.com/ambient-mesh/mesh/istiod/internal/policycontroller"
 	"github.com/ambient-mesh/mesh/istiod/internal/workloads"
 )
 
@@ -62,7 +69,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("istiod", flag.ContinueOnError)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; in-cluster configuration if empty")
 	fs.StringVar(&o.namespace, "namespace", "istio-system", "istiod's namespace: its CA secrets and its service name")
-	fs.StringVar(&o.trustDomain, "trust-domain", workloads.DefaultTrustDomain, "trust domain of workload identities")
+	fs.StringVar(&o.trustDomain, "trust-domain", workloads.DefaultTrustDomain, "trust domain of workload identities, unless the mesh config sets one")
 	fs.StringVar(&o.clusterID, "cluster-id", workloads.DefaultClusterID, "cluster id, part of workload uids")
 	fs.StringVar(&o.domainSuffix, "domain-suffix", workloads.DefaultDomainSuffix, "cluster DNS domain suffix")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", ":15010", "plaintext gRPC address (ADS)")
@@ -104,7 +111,7 @@ func main() {
 }
 
 func run(ctx context.Context, o *options, log *slog.Logger) error {
-	client, err := bootstrap.KubeClient(o.kubeconfig)
+	clients, err := bootstrap.NewClients(o.kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -114,8 +121,16 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	defer wg.Wait()
 	defer cancelAll()
 
-	certAuthority, err := bootstrap.StartCA(ctx, client, bootstrap.CAOptions{
-		Namespace: o.namespace, TrustDomain: o.trustDomain, NodeAccounts: o.nodeAccounts,
+	// Mesh settings first: the CA signs in the mesh's trust domain.
+	meshWatch := meshconfig.NewWatcher(clients.Kube, o.namespace,
+		meshconfig.Config{TrustDomain: o.trustDomain, RootNamespace: o.namespace}, log.With("subsystem", "meshconfig"))
+	if err := meshWatch.Start(ctx); err != nil {
+		return err
+	}
+	mesh := meshWatch.Current()
+
+	certAuthority, err := bootstrap.StartCA(ctx, clients.Kube, bootstrap.CAOptions{
+		Namespace: o.namespace, TrustDomain: mesh.TrustDomain, NodeAccounts: o.nodeAccounts,
 		RootSelector: o.rootSelector, SelectorFlag: "root-namespace-selector", Log: log,
 	})
 	if err != nil {
@@ -137,18 +152,30 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	})
 
 	cache := ads.NewCache()
-	ctlClients, err := bootstrap.NewClients(o.kubeconfig)
+	workloadMesh := func(m meshconfig.Config) workloads.MeshConfig {
+		return workloads.MeshConfig{ClusterID: o.clusterID, TrustDomain: m.TrustDomain, DomainSuffix: o.domainSuffix}
+	}
+	ctl, err := controller.New(clients, cache, workloadMesh(mesh), log.With("subsystem", "controller"))
 	if err != nil {
 		return err
 	}
-	ctl, err := controller.New(ctlClients, cache, workloads.MeshConfig{
-		ClusterID: o.clusterID, TrustDomain: o.trustDomain, DomainSuffix: o.domainSuffix,
-	}, log.With("subsystem", "controller"))
+	policies, err := policycontroller.New(clients.Istio, clients.Kube.Discovery(), cache, mesh.RootNamespace, log.With("subsystem", "policy"))
 	if err != nil {
 		return err
 	}
-	ctlErr := make(chan error, 1)
+	ctl.SetPolicies(policies)
+	policies.OnAttachmentChange(ctl.PoliciesChanged)
+	meshWatch.OnChange(func(m meshconfig.Config) {
+		if m.TrustDomain != mesh.TrustDomain {
+			log.Warn("the trust domain changed in the mesh config: workload identities follow now, the CA keeps signing for the one it started with until istiod restarts",
+				"ca_trust_domain", mesh.TrustDomain, "mesh_trust_domain", m.TrustDomain)
+		}
+		ctl.SetMesh(workloadMesh(m))
+		policies.SetRootNamespace(m.RootNamespace)
+	})
+	ctlErr := make(chan error, 2)
 	wg.Go(func() { ctlErr <- ctl.Run(ctx) })
+	wg.Go(func() { ctlErr <- policies.Run(ctx) })
 
 	adsServer := ads.NewServer(cache, log.With("subsystem", "ads"))
 	plain := grpc.NewServer()
@@ -162,7 +189,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if !ctl.HasSynced() || !podsSynced.Load() {
+		if !ctl.HasSynced() || !policies.HasSynced() || !podsSynced.Load() {
 			http.Error(w, "not synced", http.StatusServiceUnavailable)
 			return
 		}
@@ -205,8 +232,8 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	go func() { served <- secure.Serve(lis[1]) }()
 	go func() { served <- httpServer.Serve(lis[2]) }()
 	log.Info("serving", "grpc", lis[0].Addr().String(), "secure_grpc", lis[1].Addr().String(), "ready", lis[2].Addr().String(),
-		"namespace", o.namespace, "cluster_id", o.clusterID, "trust_domain", o.trustDomain, "node_accounts", caServer.TrustedNodeAccounts)
-	fmt.Printf("listening %s %s %s\n", lis[0].Addr(), lis[1].Addr(), lis[2].Addr())
+		"namespace", o.namespace, "cluster_id", o.clusterID, "trust_domain", mesh.TrustDomain, "root_namespace", mesh.RootNamespace, "node_accounts", caServer.TrustedNodeAccounts)
+	fmt.Printf("listening %s %s %s %s\n", lis[0].Addr(), lis[1].Addr(), lis[2].Addr(), monLis.Addr())
 
 	var failure error
 	select {

@@ -44,6 +44,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
@@ -138,6 +139,33 @@ type Controller struct {
 
 	translations atomic.Int64
 	ready        atomic.Bool
+	policies     atomic.Pointer[PolicyAttacher]
+}
+
+// PolicyAttacher answers which istio.security.Authorization resources a
+// workload in namespace with labels must list in
+// Workload.authorization_policies (the policy controller does).
+type PolicyAttacher interface {
+	Attached(namespace string, labels map[string]string) []string
+}
+
+// SetPolicies makes pods' workloads list the Authorizations p attaches to
+// them. Call it before Run; without it workloads list none.
+func (c *Controller) SetPolicies(p PolicyAttacher) { c.policies.Store(&p) }
+
+// PoliciesChanged re-queues the pods whose listed Authorizations may have
+// changed: every pod when all is set, else those of the namespaces named.
+// Safe to call from any goroutine.
+func (c *Controller) PoliciesChanged(all bool, namespaces []string) {
+	if all {
+		pods, _ := c.pods.List(labels.Everything())
+		c.enqueuePods(pods)
+		return
+	}
+	for _, ns := range namespaces {
+		pods, _ := c.pods.Pods(ns).List(labels.Everything())
+		c.enqueuePods(pods)
+	}
 }
 
 // New returns a controller that watches the cluster through clients and
@@ -470,6 +498,9 @@ func (c *Controller) translate(k key) ([]*workloadapi.Address, []error, error) {
 			c.log.Debug("pod is not a workload", "namespace", k.namespace, "name", k.name,
 				"phase", pod.Status.Phase, "pod_ip", pod.Status.PodIP, "host_network", pod.Spec.HostNetwork)
 			return nil, nil, nil
+		}
+		if p := c.policies.Load(); p != nil {
+			w.AuthorizationPolicies = (*p).Attached(pod.Namespace, pod.Labels)
 		}
 		return []*workloadapi.Address{{Type: &workloadapi.Address_Workload{Workload: w}}}, nil, nil
 	case kindService:

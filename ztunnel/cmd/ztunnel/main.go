@@ -301,5 +301,11 @@ func dialIstiod(o *options, addr string, plaintext bool) (*grpc.ClientConn, erro
 		}
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: o.serverName})
 	}
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxIstiodMessage)))
 }
+
+// maxIstiodMessage bounds one message from istiod. gRPC's default, 4 MiB,
+// is smaller than istiod's first workload response in a cluster of about
+// 8,000 pods; the buffer grows only as far as a message needs.
+const maxIstiodMessage = 256 << 20
