@@ -139,10 +139,23 @@ e2e: deps build images
 ## test: everything CI runs
 test: deps lint check-generate unit e2e
 
-## bench: Go benchmarks, then the data-path benchmark on a netns topology (root), every ratio measured in one run
+## bench: Go benchmarks, the data-path benchmark on a netns topology (root), every ratio measured in one run, then the istiod scale benchmark
 bench:
 	go test -run '^$$' -bench . -benchmem ./...
 	go run ./tests/bench/cmd/netbench
+	@$(MAKE) --no-print-directory bench-istiod
+
+## bench-istiod: istiod at scale against the local cluster's API server (brought up, and down again, if not already running); flags in ISTIODBENCH_FLAGS, e.g. "-pods 10000 -services 2000"
+ISTIODBENCH_FLAGS ?=
+.PHONY: bench-istiod
+bench-istiod: deps build images
+	@if $(BIN)/cluster status >/dev/null 2>&1; then reuse=1; else reuse=0; fi; \
+	rc=0; if [ $$reuse -eq 0 ]; then $(BIN)/cluster up || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then \
+		KUBECONFIG=$(KUBECONFIG_LOCAL) go run ./tests/bench/cmd/istiodbench $(ISTIODBENCH_FLAGS) || rc=$$?; \
+	fi; \
+	if [ $$reuse -eq 0 ]; then $(BIN)/cluster down || rc=$$((rc ? rc : 1)); fi; \
+	exit $$rc
 
 ## cluster-up: bring the local cluster up (idempotent) and show its nodes
 cluster-up: deps build images
