@@ -27,7 +27,6 @@ import (
 	"github.com/ambient-mesh/mesh/tests/framework"
 )
 
-const authorizationType = "type.googleapis.com/istio.security.Authorization"
 
 // TestIstiodPolicy runs istiod against the cluster with the Istio CRDs
 // installed and checks, through a Delta ADS client subscribed like a
