@@ -27,7 +27,6 @@ import (
 	"github.com/ambient-mesh/mesh/tests/framework"
 )
 
-
 // TestIstiodPolicy runs istiod against the cluster with the Istio CRDs
 // installed and checks, through a Delta ADS client subscribed like a
 // ztunnel, that AuthorizationPolicies and PeerAuthentications arrive as
