@@ -1,0 +1,340 @@
+package nodeagent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/ambient-mesh/mesh/cni/internal/agentapi"
+	"github.com/ambient-mesh/mesh/cni/internal/redirect"
+	"github.com/ambient-mesh/mesh/pkg/zds"
+	"github.com/ambient-mesh/mesh/pkg/zdsapi"
+)
+
+// podNetns is a named network namespace with a process in it (so /proc
+// shows it, as a pod's sandbox does) and an address on its loopback.
+type podNetns struct {
+	name, ip string
+	proc     *exec.Cmd
+}
+
+func newPodNetns(t *testing.T, ip string) *podNetns {
+	t.Helper()
+	p := &podNetns{name: fmt.Sprintf("agent-%d-%s", os.Getpid(), strings.ReplaceAll(ip, ".", "-")), ip: ip}
+	run(t, "ip", "netns", "add", p.name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.name).Run() })
+	run(t, "ip", "-n", p.name, "link", "set", "lo", "up")
+	run(t, "ip", "-n", p.name, "addr", "add", ip+"/32", "dev", "lo")
+	p.proc = exec.Command("ip", "netns", "exec", p.name, "sleep", "300")
+	if err := p.proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.proc.Process.Kill(); _ = p.proc.Wait() })
+	return p
+}
+
+func (p *podNetns) path() string { return "/run/netns/" + p.name }
+
+func (p *podNetns) inode(t *testing.T) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(p.path(), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// redirected reports whether the nftables mode's table is in the namespace.
+func (p *podNetns) redirected(t *testing.T) bool {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", p.name, "nft", "list", "tables").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list tables: %v: %s", err, out)
+	}
+	return strings.Contains(string(out), "ambient-mesh")
+}
+
+// testWriter sends the agent's log to the test's, shown on failure.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func run(t *testing.T, argv ...string) {
+	t.Helper()
+	if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(argv, " "), err, out)
+	}
+}
+
+// fakeZtunnel is ztunnel's end of ZDS: it records the pods it holds, by
+// the inode of the namespace it was sent, and acks.
+type fakeZtunnel struct {
+	mu        sync.Mutex
+	pods      map[string]uint64
+	snapshots int // SnapshotSent messages received
+}
+
+func (z *fakeZtunnel) handle(_ context.Context, req *zdsapi.WorkloadRequest, netns *os.File) error {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	switch p := req.GetPayload().(type) {
+	case *zdsapi.WorkloadRequest_SnapshotSent:
+		z.snapshots++
+	case *zdsapi.WorkloadRequest_Add:
+		var st unix.Stat_t
+		if err := unix.Fstat(int(netns.Fd()), &st); err != nil {
+			return err
+		}
+		netns.Close()
+		z.pods[p.Add.GetUid()] = st.Ino
+	case *zdsapi.WorkloadRequest_Del:
+		delete(z.pods, p.Del.GetUid())
+	}
+	return nil
+}
+
+func (z *fakeZtunnel) holds(uid string) (uint64, bool) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	ino, ok := z.pods[uid]
+	return ino, ok
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type harness struct {
+	agent  *Agent
+	client *fake.Clientset
+	zt     *fakeZtunnel
+	sock   string
+	ctx    context.Context
+}
+
+func newHarness(t *testing.T, objs ...any) *harness {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and nftables rules")
+	}
+	client := fake.NewClientset()
+	ctx := t.Context()
+	for _, o := range objs {
+		switch v := o.(type) {
+		case *corev1.Namespace:
+			if _, err := client.CoreV1().Namespaces().Create(ctx, v, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		case *corev1.Pod:
+			if _, err := client.CoreV1().Pods(v.Namespace).Create(ctx, v, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	a := New(Config{
+		NodeName: "node1", Client: client, Mode: redirect.NFTables{},
+		Policy: Policy{ExcludedNamespaces: map[string]bool{"kube-system": true}},
+		Log:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	sock := filepath.Join(t.TempDir(), "ztunnel.sock")
+	ln, err := zds.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait)
+	wg.Go(func() { _ = a.ZDS().Serve(ctx, ln) })
+	wg.Go(func() {
+		if err := a.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	eventually(t, "the agent to sync", func() bool { return a.Status(ctx) == nil })
+	return &harness{agent: a, client: client, zt: &fakeZtunnel{pods: map[string]uint64{}}, sock: sock, ctx: ctx}
+}
+
+// connect runs the fake ztunnel until the returned stop is called.
+func (h *harness) connect(t *testing.T) (stop func()) {
+	t.Helper()
+	h.zt.mu.Lock()
+	before := h.zt.snapshots
+	h.zt.mu.Unlock()
+	ctx, cancel := context.WithCancel(h.ctx)
+	c := &zds.Client{Path: h.sock, Handle: h.zt.handle}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	eventually(t, "ztunnel to connect and get its snapshot", func() bool {
+		h.zt.mu.Lock()
+		defer h.zt.mu.Unlock()
+		return h.zt.snapshots > before
+	})
+	return func() { cancel(); <-done }
+}
+
+func namespace(name string, ambient bool) *corev1.Namespace {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+	if ambient {
+		ns.Labels[LabelDataplaneMode] = ModeAmbient
+	}
+	return ns
+}
+
+func pod(ns, name, uid, ip string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID(uid)},
+		Spec:       corev1.PodSpec{NodeName: "node1", ServiceAccountName: "sa-" + name},
+	}
+	if ip != "" {
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}}
+	}
+	return p
+}
+
+func (h *harness) annotation(t *testing.T, ns, name string) string {
+	t.Helper()
+	p, err := h.client.CoreV1().Pods(ns).Get(h.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Annotations[AnnotationRedirect]
+}
+
+// TestSandboxEnrollment follows the plugin's ADD: an enrolled pod is
+// redirected and held by ztunnel before ADD returns, with its own network
+// namespace; a pod outside the mesh is passed through; with no ztunnel,
+// ADD fails rather than start the pod uncaptured.
+func TestSandboxEnrollment(t *testing.T) {
+	web := newPodNetns(t, "10.251.0.7")
+	other := newPodNetns(t, "10.251.0.8")
+	h := newHarness(t, namespace("apps", true), namespace("plain", false),
+		pod("apps", "web", "uid-web", ""), pod("plain", "db", "uid-db", ""))
+
+	add := func(ns, name string, p *podNetns) (agentapi.AddResult, error) {
+		return h.agent.PodAdded(h.ctx, agentapi.PodAdded{Netns: p.path(), PodNamespace: ns, PodName: name,
+			IPs: []agentapi.IPConfig{{Address: p.ip + "/32"}}})
+	}
+	if _, err := add("apps", "web", web); err == nil || !strings.Contains(err.Error(), "ztunnel is not connected") {
+		t.Fatalf("ADD without ztunnel: %v, want a refusal naming ztunnel", err)
+	}
+
+	stop := h.connect(t)
+	defer func() { stop() }() // the connection current at the end
+	res, err := add("apps", "web", web)
+	if err != nil || !res.Enrolled {
+		t.Fatalf("ADD: %+v, %v", res, err)
+	}
+	if ino, ok := h.zt.holds("uid-web"); !ok || ino != web.inode(t) {
+		t.Fatalf("ztunnel holds uid-web with netns inode %d (%v), want %d", ino, ok, web.inode(t))
+	}
+	if !web.redirected(t) {
+		t.Error("the enrolled pod's namespace has no redirection")
+	}
+	eventually(t, "the redirection annotation", func() bool { return h.annotation(t, "apps", "web") == RedirectionEnabled })
+
+	res, err = add("plain", "db", other)
+	if err != nil || res.Enrolled || res.Reason == "" {
+		t.Fatalf("ADD outside the mesh: %+v, %v", res, err)
+	}
+	if _, ok := h.zt.holds("uid-db"); ok || other.redirected(t) {
+		t.Error("a pod outside the mesh was captured")
+	}
+
+	// A reconnecting ztunnel gets the enrolled pods in its snapshot.
+	stop()
+	h.zt.mu.Lock()
+	h.zt.pods = map[string]uint64{}
+	h.zt.mu.Unlock()
+	stop = h.connect(t)
+	eventually(t, "the snapshot after a reconnect", func() bool { _, ok := h.zt.holds("uid-web"); return ok })
+
+	if err := h.agent.PodDeleted(h.ctx, agentapi.PodDeleted{PodNamespace: "apps", PodName: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.zt.holds("uid-web"); ok {
+		t.Error("ztunnel still holds a deleted pod")
+	}
+}
+
+// TestLiveEnrollment labels the namespace of a running pod: the agent
+// finds the pod's namespace by its IP and captures it in place; removing
+// the label releases it and takes the redirection out.
+func TestLiveEnrollment(t *testing.T) {
+	api := newPodNetns(t, "10.251.0.9")
+	h := newHarness(t, namespace("live", false), pod("live", "api", "uid-api", api.ip))
+	stop := h.connect(t)
+	defer stop()
+
+	if _, ok := h.zt.holds("uid-api"); ok {
+		t.Fatal("captured before the label")
+	}
+	label := func(v string) {
+		ns, err := h.client.CoreV1().Namespaces().Get(h.ctx, "live", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v == "" {
+			delete(ns.Labels, LabelDataplaneMode)
+		} else {
+			ns.Labels[LabelDataplaneMode] = v
+		}
+		if _, err := h.client.CoreV1().Namespaces().Update(h.ctx, ns, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	label(ModeAmbient)
+	eventually(t, "the running pod captured", func() bool {
+		ino, ok := h.zt.holds("uid-api")
+		return ok && ino == api.inode(t)
+	})
+	if !api.redirected(t) {
+		t.Error("no redirection in the running pod")
+	}
+	eventually(t, "the annotation", func() bool { return h.annotation(t, "live", "api") == RedirectionEnabled })
+
+	label("")
+	eventually(t, "the pod released", func() bool { _, ok := h.zt.holds("uid-api"); return !ok })
+	eventually(t, "the redirection removed", func() bool { return !api.redirected(t) })
+	eventually(t, "the annotation removed", func() bool { return h.annotation(t, "live", "api") == "" })
+}
+
+// TestRestartKeepsPods starts the agent with an enrolled pod already
+// running, as after an agent restart: the pod is found and recorded before
+// any snapshot, so the ztunnel that reconnects is sent it and keeps it.
+func TestRestartKeepsPods(t *testing.T) {
+	api := newPodNetns(t, "10.251.0.10")
+	h := newHarness(t, namespace("kept", true), pod("kept", "api", "uid-kept", api.ip))
+	if !api.redirected(t) {
+		t.Error("the running enrolled pod's redirection was not applied at start")
+	}
+	stop := h.connect(t)
+	defer stop()
+	h.zt.mu.Lock()
+	ino, ok := h.zt.pods["uid-kept"]
+	h.zt.mu.Unlock()
+	if !ok || ino != api.inode(t) {
+		t.Fatalf("ztunnel's first snapshot holds uid-kept: %v (inode %d, want %d)", ok, ino, api.inode(t))
+	}
+}

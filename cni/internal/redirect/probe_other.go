@@ -1,0 +1,5 @@
+//go:build !linux
+
+package redirect
+
+func probeNFTables() error { return errNoNFTables }
