@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/ambient-mesh/mesh/tests/procstat"
 )
 
 // hopMeter reads the proxies' CPU time at the client's marks, so CPU is
@@ -26,7 +28,7 @@ func (m *hopMeter) mark(name string) {
 	var errs []error
 	for i, p := range m.procs {
 		var err error
-		if cpu[i], err = procCPU(p.Pid()); err != nil {
+		if cpu[i], err = procstat.CPU(p.Pid()); err != nil {
 			errs = append(errs, fmt.Errorf("cpu of %s: %w", p.Name, err))
 		}
 	}

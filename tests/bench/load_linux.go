@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ambient-mesh/mesh/tests/procstat"
 )
 
 // loadSample is the machine's busy CPU time and this process tree's share
@@ -48,7 +50,7 @@ func sampleLoad() (loadSample, error) {
 		}
 		ticks += n
 	}
-	s.busy = time.Duration(ticks) * time.Second / userHZ
+	s.busy = time.Duration(ticks) * time.Second / procstat.UserHZ
 
 	for _, who := range []int{unix.RUSAGE_SELF, unix.RUSAGE_CHILDREN} {
 		var ru unix.Rusage

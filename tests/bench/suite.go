@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/ambient-mesh/mesh/tests/procstat"
 )
 
 // Config is one benchmark run.
@@ -162,7 +164,7 @@ func measureRTTPhase(ctx context.Context, env *Env, cfg Config, ep Endpoint, r *
 func measureRatePhase(ctx context.Context, env *Env, cfg Config, ep Endpoint, r *PathResult) error {
 	// Peak RSS from here on is the peak under request load.
 	for _, p := range ep.Proxies {
-		if err := resetPeakRSS(p.Pid()); err != nil {
+		if err := procstat.ResetPeak(p.Pid()); err != nil {
 			return fmt.Errorf("reset peak rss of %s: %w", p.Name, err)
 		}
 	}
@@ -189,7 +191,8 @@ func measureRatePhase(ctx context.Context, env *Env, cfg Config, ep Endpoint, r 
 	var total time.Duration
 	var rss int64
 	for i, p := range ep.Proxies {
-		peak, err := procPeakRSS(p.Pid())
+		mem, err := procstat.ReadMemory(p.Pid())
+		peak := mem.HWM
 		if err != nil {
 			return fmt.Errorf("peak rss of %s: %w", p.Name, err)
 		}

@@ -14,9 +14,6 @@ var errUnsupported = errors.New("netbench needs Linux")
 
 type loadSample struct{}
 
-func procCPU(int) (time.Duration, error)       { return 0, errUnsupported }
-func procPeakRSS(int) (int64, error)           { return 0, errUnsupported }
-func resetPeakRSS(int) error                   { return errUnsupported }
 func sampleLoad() (loadSample, error)          { return loadSample{}, errUnsupported }
 func otherCPUs(loadSample, loadSample) float64 { return 0 }
 func lockPreciseThread() error                 { return nil }

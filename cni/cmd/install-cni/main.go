@@ -35,14 +35,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/ambient-mesh/mesh/cni/internal/agentapi"
 	"github.com/ambient-mesh/mesh/cni/internal/install"
 	"github.com/ambient-mesh/mesh/cni/internal/nodeagent"
 	"github.com/ambient-mesh/mesh/cni/internal/plugin"
 	"github.com/ambient-mesh/mesh/cni/internal/redirect"
+	"github.com/ambient-mesh/mesh/pkg/kubeconfig"
 	"github.com/ambient-mesh/mesh/pkg/zds"
 )
 
@@ -263,16 +262,10 @@ func uninstalling(o *options, client kubernetes.Interface, log *slog.Logger) boo
 	return false
 }
 
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+func kubeClient(path string) (kubernetes.Interface, error) {
+	cfg, err := kubeconfig.Load(path)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
+		return nil, err
 	}
 	return kubernetes.NewForConfig(cfg)
 }

@@ -18,11 +18,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/ambient-mesh/mesh/istiod/internal/ca"
+	"github.com/ambient-mesh/mesh/pkg/kubeconfig"
 )
 
 // loadTimeout bounds loading or creating the signing authority.
@@ -63,16 +62,10 @@ type Clients struct {
 
 // NewClients returns clients for the cluster of the kubeconfig file, or for
 // the cluster it runs in if kubeconfig is empty.
-func NewClients(kubeconfig string) (*Clients, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-	}
+func NewClients(kubeconfigPath string) (*Clients, error) {
+	cfg, err := kubeconfig.Load(kubeconfigPath)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes config: %w", err)
+		return nil, err
 	}
 	// istiod lists every pod and service at start; client-go's default of
 	// 5 requests a second would make a large cluster's first sync crawl.

@@ -43,6 +43,7 @@ import (
 	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/ambient-mesh/mesh/tests/adsclient"
+	"github.com/ambient-mesh/mesh/tests/procstat"
 )
 
 type config struct {
@@ -191,7 +192,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (rep *report, err er
 		nodes: cfg.nodes, namespace: o.namespace,
 	}
 	rep.loadBefore = loadAverage()
-	if rep.memIdle, err = readMemory(p.pid()); err != nil {
+	if rep.memIdle, err = procstat.ReadMemory(p.pid()); err != nil {
 		return nil, err
 	}
 
@@ -230,7 +231,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (rep *report, err er
 		watched = append(watched, serviceName(o.namespace, svcName(i)))
 	}
 	track := newTracker(c, synced, watched)
-	cpu0, err := readCPU(p.pid())
+	cpu0, err := procstat.CPU(p.pid())
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +263,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (rep *report, err er
 		return nil, fmt.Errorf("settling after the load: %w", err)
 	}
 	track.read()
-	cpu1, err := readCPU(p.pid())
+	cpu1, err := procstat.CPU(p.pid())
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +294,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (rep *report, err er
 	rep.podArrival, rep.statusWrite, rep.serviceArrival = summarize(podLat), summarize(writeLat), summarize(svcLat)
 	rep.podAfterWrite, rep.serviceWrite = summarize(afterWrite), summarize(svcWriteLat)
 	rep.batch, rep.drain = lastArrived.Sub(firstSent), lastArrived.Sub(lastDone)
-	if rep.memLoaded, err = readMemory(p.pid()); err != nil {
+	if rep.memLoaded, err = procstat.ReadMemory(p.pid()); err != nil {
 		return nil, err
 	}
 	log.Info("bulk load done", "pod_p99", ms(rep.podArrival.p99), "rss", mib(rep.memLoaded.RSS))
@@ -350,7 +351,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (rep *report, err er
 	}
 
 	rep.loadAfter = loadAverage()
-	if rep.memFinal, err = readMemory(p.pid()); err != nil {
+	if rep.memFinal, err = procstat.ReadMemory(p.pid()); err != nil {
 		return rep, err
 	}
 	if err := p.alive(); err != nil {

@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/ambient-mesh/mesh/tests/procstat"
 )
 
 // summary is the distribution of a set of durations.
@@ -121,8 +123,8 @@ type report struct {
 	bulkLargest        int
 	podChanges         changeStats
 	serviceChanges     changeStats
-	memIdle, memLoaded memory
-	memFinal           memory
+	memIdle, memLoaded procstat.Memory
+	memFinal           procstat.Memory
 	cpuBulk            time.Duration
 	cpuBulkWall        time.Duration
 }

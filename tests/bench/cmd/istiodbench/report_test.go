@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/ambient-mesh/mesh/tests/procstat"
 )
 
 func TestSummarize(t *testing.T) {
@@ -74,7 +76,7 @@ func TestChangeStats(t *testing.T) {
 }
 
 func TestMemoryExtrapolation(t *testing.T) {
-	r := &report{pods: 5000, memIdle: memory{RSS: 50 << 20}, memLoaded: memory{RSS: 120 << 20, HWM: 125 << 20}, memFinal: memory{RSS: 121 << 20, HWM: 130 << 20}}
+	r := &report{pods: 5000, memIdle: procstat.Memory{RSS: 50 << 20}, memLoaded: procstat.Memory{RSS: 120 << 20, HWM: 125 << 20}, memFinal: procstat.Memory{RSS: 121 << 20, HWM: 130 << 20}}
 	// Peak growth 80 MiB over 5000 pods: 16 MiB per 1000, 210 MiB at 10k.
 	if got := r.memPer1000(); got != 16<<20 {
 		t.Errorf("per 1000 pods %v MiB, want 16", got/(1<<20))

@@ -1,7 +1,8 @@
-package main
+package procstat
 
 import (
 	"os"
+	"runtime"
 	"testing"
 )
 
@@ -19,14 +20,17 @@ func TestParseStatus(t *testing.T) {
 }
 
 func TestReadSelf(t *testing.T) {
-	m, err := readMemory(os.Getpid())
+	if runtime.GOOS != "linux" {
+		t.Skip("needs /proc")
+	}
+	m, err := ReadMemory(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m.RSS <= 0 || m.HWM < m.RSS {
 		t.Errorf("own memory %+v", m)
 	}
-	if _, err := readCPU(os.Getpid()); err != nil {
+	if _, err := CPU(os.Getpid()); err != nil {
 		t.Error(err)
 	}
 }
