@@ -37,6 +37,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/ambient-mesh/mesh/cni/internal/agentapi"
+	"github.com/ambient-mesh/mesh/cni/internal/hostprobe"
 	"github.com/ambient-mesh/mesh/cni/internal/install"
 	"github.com/ambient-mesh/mesh/cni/internal/nodeagent"
 	"github.com/ambient-mesh/mesh/cni/internal/plugin"
@@ -146,8 +147,14 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 			excludedList = append(excludedList, ns)
 		}
 	}
+	// The agent runs in the node's network namespace (hostNetwork): the
+	// probe rewrite goes there.
+	probes := &hostprobe.SNAT{}
+	if err := probes.Install(nil); err != nil {
+		return fmt.Errorf("kubelet probe source rule: %w", err)
+	}
 	agent := nodeagent.New(nodeagent.Config{
-		NodeName: o.nodeName, Client: client, Mode: mode, DNSCapture: o.dnsCapture,
+		NodeName: o.nodeName, Client: client, Mode: mode, DNSCapture: o.dnsCapture, Probes: probes,
 		Policy: nodeagent.Policy{ExcludedNamespaces: excluded}, Log: log.With("subsystem", "agent"),
 	})
 
@@ -230,6 +237,9 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 			log.Error("uninstall the plugin", "error", err)
 		} else {
 			log.Info("plugin uninstalled: the agent's DaemonSet is gone")
+		}
+		if err := probes.Remove(); err != nil {
+			log.Error("remove the probe source rule", "error", err)
 		}
 	}
 	return nil

@@ -42,7 +42,18 @@ type Config struct {
 	// seen through the plugin (enrolled live, or started while the agent
 	// was away). ScanProc if nil.
 	FindNetns func(ctx context.Context, pod *corev1.Pod) (*os.File, error)
-	Log       *slog.Logger
+	// Probes, if set, is told the addresses of enrolled pods, so that the
+	// node's probes to them come from the address their redirection lets
+	// through (hostprobe.SNAT).
+	Probes ProbeSource
+	Log    *slog.Logger
+}
+
+// ProbeSource keeps the set of enrolled pod addresses the node's own
+// connections are rewritten for.
+type ProbeSource interface {
+	Add(netip.Addr) error
+	Delete(netip.Addr) error
 }
 
 // Agent enrolls its node's pods: through the plugin when a sandbox is
@@ -77,6 +88,7 @@ type Agent struct {
 type member struct {
 	namespace, name, serviceAccount string
 	netns                           *os.File
+	ips                             []netip.Addr
 }
 
 var _ agentapi.Agent = (*Agent)(nil)
@@ -258,7 +270,7 @@ func (a *Agent) enroll(ctx context.Context, pod *corev1.Pod, netns *os.File, ips
 		netns.Close()
 		return fmt.Errorf("redirect pod %s/%s (%s mode): %w", pod.Namespace, pod.Name, a.cfg.Mode.Name(), err)
 	}
-	m := &member{namespace: pod.Namespace, name: pod.Name, serviceAccount: pod.Spec.ServiceAccountName, netns: netns}
+	m := &member{namespace: pod.Namespace, name: pod.Name, serviceAccount: pod.Spec.ServiceAccountName, netns: netns, ips: ips}
 	// Recorded before the push, so a snapshot sent meanwhile has it.
 	a.mu.Lock()
 	old := a.enrolled[pod.UID]
@@ -284,8 +296,26 @@ func (a *Agent) enroll(ctx context.Context, pod *corev1.Pod, netns *os.File, ips
 		}
 		return fmt.Errorf("pod %s/%s: ztunnel did not take it: %w", pod.Namespace, pod.Name, err)
 	}
+	a.probes(ips, true)
 	a.annotate(ctx, pod.Namespace, pod.Name, true)
 	return nil
+}
+
+// probes adds or deletes a pod's addresses in the probe source set; a
+// failure is logged, since probes then fail visibly rather than open.
+func (a *Agent) probes(ips []netip.Addr, add bool) {
+	if a.cfg.Probes == nil {
+		return
+	}
+	for _, ip := range ips {
+		op, verb := a.cfg.Probes.Delete, "delete"
+		if add {
+			op, verb = a.cfg.Probes.Add, "add"
+		}
+		if err := op(ip); err != nil {
+			a.log.Warn("probe source set", "op", verb, "ip", ip.String(), "error", err)
+		}
+	}
 }
 
 // release takes a running pod out of the mesh: ztunnel drops it, the
@@ -307,6 +337,7 @@ func (a *Agent) release(ctx context.Context, uid types.UID, reason string) error
 	delete(a.enrolled, uid)
 	a.mu.Unlock()
 	m.netns.Close()
+	a.probes(m.ips, false)
 	a.annotate(ctx, m.namespace, m.name, false)
 	a.log.Info("pod released", "namespace", m.namespace, "pod", m.name, "reason", reason)
 	return nil
@@ -322,6 +353,7 @@ func (a *Agent) forget(ctx context.Context, uid types.UID) error {
 		return nil
 	}
 	m.netns.Close()
+	a.probes(m.ips, false)
 	if err := a.zds.DelWorkload(ctx, string(uid)); err != nil && !errors.Is(err, zds.ErrNotConnected) {
 		return fmt.Errorf("pod %s/%s: tell ztunnel it is gone: %w", m.namespace, m.name, err)
 	}
@@ -379,9 +411,11 @@ func (a *Agent) restore(ctx context.Context) {
 			a.log.Warn("could not redirect an enrolled pod at start", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
 			continue
 		}
+		ips := podIPs(pod)
 		a.mu.Lock()
-		a.enrolled[pod.UID] = &member{namespace: pod.Namespace, name: pod.Name, serviceAccount: pod.Spec.ServiceAccountName, netns: netns}
+		a.enrolled[pod.UID] = &member{namespace: pod.Namespace, name: pod.Name, serviceAccount: pod.Spec.ServiceAccountName, netns: netns, ips: ips}
 		a.mu.Unlock()
+		a.probes(ips, true)
 	}
 }
 

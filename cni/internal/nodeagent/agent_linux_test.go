@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,7 +128,27 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// probeSet records the addresses the agent puts in the probe source set.
+type probeSet struct {
+	mu  sync.Mutex
+	ips map[netip.Addr]bool
+}
+
+func (p *probeSet) Add(ip netip.Addr) error { p.mu.Lock(); p.ips[ip] = true; p.mu.Unlock(); return nil }
+func (p *probeSet) Delete(ip netip.Addr) error {
+	p.mu.Lock()
+	delete(p.ips, ip)
+	p.mu.Unlock()
+	return nil
+}
+func (p *probeSet) has(ip string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ips[netip.MustParseAddr(ip)]
+}
+
 type harness struct {
+	probes *probeSet
 	agent  *Agent
 	client *fake.Clientset
 	zt     *fakeZtunnel
@@ -154,8 +175,9 @@ func newHarness(t *testing.T, objs ...any) *harness {
 			}
 		}
 	}
+	probes := &probeSet{ips: map[netip.Addr]bool{}}
 	a := New(Config{
-		NodeName: "node1", Client: client, Mode: redirect.NFTables{},
+		NodeName: "node1", Client: client, Mode: redirect.NFTables{}, Probes: probes,
 		Policy: Policy{ExcludedNamespaces: map[string]bool{"kube-system": true}},
 		Log:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -173,7 +195,7 @@ func newHarness(t *testing.T, objs ...any) *harness {
 		}
 	})
 	eventually(t, "the agent to sync", func() bool { return a.Status(ctx) == nil })
-	return &harness{agent: a, client: client, zt: &fakeZtunnel{pods: map[string]uint64{}}, sock: sock, ctx: ctx}
+	return &harness{probes: probes, agent: a, client: client, zt: &fakeZtunnel{pods: map[string]uint64{}}, sock: sock, ctx: ctx}
 }
 
 // connect runs the fake ztunnel until the returned stop is called.
@@ -253,6 +275,9 @@ func TestSandboxEnrollment(t *testing.T) {
 		t.Error("the enrolled pod's namespace has no redirection")
 	}
 	eventually(t, "the redirection annotation", func() bool { return h.annotation(t, "apps", "web") == RedirectionEnabled })
+	if !h.probes.has(web.ip) {
+		t.Error("the enrolled pod's address is not in the probe source set")
+	}
 
 	res, err = add("plain", "db", other)
 	if err != nil || res.Enrolled || res.Reason == "" {
@@ -275,6 +300,9 @@ func TestSandboxEnrollment(t *testing.T) {
 	}
 	if _, ok := h.zt.holds("uid-web"); ok {
 		t.Error("ztunnel still holds a deleted pod")
+	}
+	if h.probes.has(web.ip) {
+		t.Error("a deleted pod's address stayed in the probe source set")
 	}
 }
 
@@ -318,6 +346,9 @@ func TestLiveEnrollment(t *testing.T) {
 	eventually(t, "the pod released", func() bool { _, ok := h.zt.holds("uid-api"); return !ok })
 	eventually(t, "the redirection removed", func() bool { return !api.redirected(t) })
 	eventually(t, "the annotation removed", func() bool { return h.annotation(t, "live", "api") == "" })
+	if h.probes.has(api.ip) {
+		t.Error("a released pod's address stayed in the probe source set")
+	}
 }
 
 // TestRestartKeepsPods starts the agent with an enrolled pod already
