@@ -117,6 +117,7 @@ type Controller struct {
 	namespaces corelisters.NamespaceLister
 	pods       corelisters.PodLister
 	services   corelisters.ServiceLister
+	nodes      corelisters.NodeLister
 	slices     discoverylisters.EndpointSliceLister
 	entries    networkinglisters.ServiceEntryLister // nil: not served
 	gateways   gatewaylisters.GatewayLister         // nil: not served
@@ -198,13 +199,15 @@ func New(clients *bootstrap.Clients, c *ads.Cache, mesh workloads.MeshConfig, lo
 	ctl.shutdowns = append(ctl.shutdowns, kf.Shutdown)
 	nsInf, podInf, svcInf := kf.Core().V1().Namespaces(), kf.Core().V1().Pods(), kf.Core().V1().Services()
 	sliceInf := kf.Discovery().V1().EndpointSlices()
+	nodeInf := kf.Core().V1().Nodes()
 	ctl.namespaces, ctl.pods, ctl.services, ctl.slices = nsInf.Lister(), podInf.Lister(), svcInf.Lister(), sliceInf.Lister()
+	ctl.nodes = nodeInf.Lister()
 	for _, ix := range []struct {
 		inf cache.SharedIndexInformer
 		ixs cache.Indexers
 	}{
 		{nsInf.Informer(), cache.Indexers{indexWaypoint: namespaceWaypointIndex}},
-		{podInf.Informer(), cache.Indexers{indexLabels: podLabelIndex, indexWaypoint: objectWaypointIndex, indexCrossNamespace: crossNamespaceIndex}},
+		{podInf.Informer(), cache.Indexers{indexLabels: podLabelIndex, indexWaypoint: objectWaypointIndex, indexCrossNamespace: crossNamespaceIndex, indexNode: podNodeIndex}},
 		{svcInf.Informer(), cache.Indexers{indexSelector: serviceSelectorIndex, indexWaypoint: objectWaypointIndex, indexCrossNamespace: crossNamespaceIndex}},
 		{sliceInf.Informer(), cache.Indexers{indexService: sliceServiceIndex}},
 	} {
@@ -229,6 +232,10 @@ func New(clients *bootstrap.Clients, c *ads.Cache, mesh workloads.MeshConfig, lo
 			AddFunc:    func(obj any) { ctl.enqueue(kindEndpointSlice, obj) },
 			UpdateFunc: func(_, obj any) { ctl.enqueue(kindEndpointSlice, obj) },
 			DeleteFunc: func(obj any) { ctl.enqueue(kindEndpointSlice, obj) },
+		}},
+		registration{nodeInf.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { ctl.nodeChanged(nil, obj) },
+			UpdateFunc: ctl.nodeChanged,
 		}},
 		registration{nsInf.Informer(), cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { ctl.namespaceChanged(nil, obj) },
@@ -491,6 +498,7 @@ func (c *Controller) translate(k key) ([]*workloadapi.Address, []error, error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		in.Node, _ = c.nodes.Get(pod.Spec.NodeName)
 		in.Services = c.candidateServices(pod)
 		in.ServiceEntries = c.candidateEntries(pod)
 		w := workloads.Workload(pod, in)

@@ -364,3 +364,32 @@ func TestPodUpdateChangesOnlyItsResource(t *testing.T) {
 		t.Errorf("untouched pod b changed version %s -> %s", vb, v)
 	}
 }
+
+// TestNodeZoneBecomesLocality: a pod's workload carries its node's
+// topology labels, and relabelling the node recomputes the node's pods
+// only.
+func TestNodeZoneBecomesLocality(t *testing.T) {
+	ns := namespace("loc", true)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Labels: map[string]string{workloads.LabelZone: "zone-a"}}}
+	a := pod("loc", "a", "10.0.0.1", "n1", nil)
+	b := pod("loc", "b", "10.0.0.2", "n2", nil)
+	f := start(t, ns, node, a, b)
+	na, wa := wlIn(t, a, workloads.Inputs{Namespace: ns, Node: node})
+	nb, wb := wl(t, b, ns)
+	if wa.GetWorkload().GetLocality().GetZone() != "zone-a" {
+		t.Fatalf("locality %v", wa.GetWorkload().GetLocality())
+	}
+	f.waitContents(map[string]*workloadapi.Address{na: wa, nb: wb})
+
+	before := f.ctl.Translations()
+	moved := node.DeepCopy()
+	moved.Labels[workloads.LabelZone] = "zone-b"
+	if _, err := f.client.CoreV1().Nodes().Update(t.Context(), moved, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, wa = wlIn(t, a, workloads.Inputs{Namespace: ns, Node: moved})
+	f.waitContents(map[string]*workloadapi.Address{na: wa, nb: wb})
+	if got := f.ctl.Translations() - before; got != 1 {
+		t.Errorf("a node relabel made %d translations, want 1 (its one pod)", got)
+	}
+}

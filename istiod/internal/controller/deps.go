@@ -32,7 +32,39 @@ const (
 	// indexWaypoint indexes pods, Services, ServiceEntries and namespaces
 	// by the waypoint Gateway ("namespace/name") their own labels name.
 	indexWaypoint = "waypoint"
+	// indexNode indexes pods by the node they run on.
+	indexNode = "node"
 )
+
+func podNodeIndex(obj any) ([]string, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.Spec.NodeName == "" {
+		return nil, nil
+	}
+	return []string{p.Spec.NodeName}, nil
+}
+
+// nodeChanged queues the pods of a node whose locality labels changed.
+func (c *Controller) nodeChanged(old, obj any) {
+	o, _ := untomb(old).(*corev1.Node)
+	n, _ := untomb(obj).(*corev1.Node)
+	if n == nil {
+		return // a deleted node's pods go with it
+	}
+	if o != nil {
+		same := true
+		for _, l := range []string{workloads.LabelRegion, workloads.LabelZone, workloads.LabelSubzone} {
+			same = same && o.Labels[l] == n.Labels[l]
+		}
+		if same {
+			return
+		}
+	}
+	pods, _ := c.podIndex.ByIndex(indexNode, n.Name)
+	for _, p := range pods {
+		c.enqueue(kindPod, p)
+	}
+}
 
 func labelKey(namespace, k, v string) string { return namespace + "/" + k + "=" + v }
 

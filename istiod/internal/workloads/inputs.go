@@ -15,6 +15,8 @@ type GatewayGetter func(namespace, name string) *gatewayv1.Gateway
 type Inputs struct {
 	// Namespace is the object's namespace; nil reads as unlabelled.
 	Namespace *corev1.Namespace
+	// Node is the pod's node, for its locality; nil when unknown.
+	Node *corev1.Node
 	// Services and ServiceEntries are candidates for Workload.services.
 	Services       []*corev1.Service
 	ServiceEntries []*networkingv1.ServiceEntry

@@ -3,10 +3,11 @@ package workloads
 import (
 	"strings"
 
-	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 )
 
 // Workload translates a pod into the workload ztunnel learns about.
@@ -61,8 +62,36 @@ func Workload(pod *corev1.Pod, in Inputs) *workloadapi.Workload {
 		ClusterId:         mesh.ClusterID,
 		Services:          podServices(pod, in),
 		Waypoint:          in.workloadWaypoint(pod.Namespace, pod.Labels),
+		Locality:          podLocality(pod, in.Node),
 	}
 	return w
+}
+
+// Locality labels, as Istio reads them: the pod's own istio-locality
+// ("region.zone.subzone"; label values cannot hold '/'), else its node's
+// topology labels.
+const (
+	LabelPodLocality = "istio-locality"
+	LabelRegion      = "topology.kubernetes.io/region"
+	LabelZone        = "topology.kubernetes.io/zone"
+	LabelSubzone     = "topology.istio.io/subzone"
+)
+
+// podLocality is where the pod runs, or nil when nothing says.
+func podLocality(pod *corev1.Pod, node *corev1.Node) *workloadapi.Locality {
+	if v := pod.Labels[LabelPodLocality]; v != "" {
+		parts := strings.SplitN(v, ".", 3)
+		parts = append(parts, "", "")
+		return &workloadapi.Locality{Region: parts[0], Zone: parts[1], Subzone: parts[2]}
+	}
+	if node == nil {
+		return nil
+	}
+	l := &workloadapi.Locality{Region: node.Labels[LabelRegion], Zone: node.Labels[LabelZone], Subzone: node.Labels[LabelSubzone]}
+	if l.Region == "" && l.Zone == "" && l.Subzone == "" {
+		return nil
+	}
+	return l
 }
 
 // podAddresses reads PodIPs (all families) and falls back to PodIP for

@@ -3,6 +3,8 @@ package workloads
 import (
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
@@ -382,5 +384,30 @@ func TestWorkload(t *testing.T) {
 func TestWorkloadNilPod(t *testing.T) {
 	if w := Workload(nil, Inputs{Namespace: ambientNS, Mesh: mesh}); w != nil {
 		t.Fatalf("Workload(nil) = %v", w)
+	}
+}
+
+func TestLocality(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1", Labels: map[string]string{
+		LabelRegion: "eu-west", LabelZone: "eu-west-1a", LabelSubzone: "rack7",
+	}}}
+	for _, tc := range []struct {
+		name string
+		pod  *corev1.Pod
+		node *corev1.Node
+		want *workloadapi.Locality
+	}{
+		{"from the node", readyPod(), node, &workloadapi.Locality{Region: "eu-west", Zone: "eu-west-1a", Subzone: "rack7"}},
+		{"unknown node", readyPod(), nil, nil},
+		{"node without topology labels", readyPod(), &corev1.Node{}, nil},
+		{"pod label wins", readyPod(withLabels(LabelPodLocality, "us-east.us-east-1b")), node,
+			&workloadapi.Locality{Region: "us-east", Zone: "us-east-1b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := Workload(tc.pod, Inputs{Namespace: ambientNS, Node: tc.node, Mesh: mesh})
+			if !proto.Equal(w.GetLocality(), tc.want) {
+				t.Errorf("locality %v, want %v", w.GetLocality(), tc.want)
+			}
+		})
 	}
 }
