@@ -50,7 +50,7 @@ type options struct {
 	kubeconfig, nodeName, podName, podNamespace string
 	netDir, binDir, pluginBinary, runDir        string
 	zdsSocket, mode, excluded, readyAddr        string
-	logLevel                                    string
+	logLevel, repair                            string
 	dnsCapture                                  bool
 }
 
@@ -71,11 +71,17 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.readyAddr, "ready-addr", ":8000", "HTTP address of /readyz")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&o.dnsCapture, "dns-capture", false, "send enrolled pods' DNS to ztunnel (15053)")
+	fs.StringVar(&o.repair, "repair", nodeagent.RepairCapture, "running pods that should be in the mesh and are not: capture (in place), label, or delete (so they restart captured)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if o.nodeName == "" {
 		return nil, errors.New("-node-name (or NODE_NAME) is required")
+	}
+	switch o.repair {
+	case nodeagent.RepairCapture, nodeagent.RepairLabel, nodeagent.RepairDelete:
+	default:
+		return nil, fmt.Errorf("-repair %q: want capture, label or delete", o.repair)
 	}
 	return o, nil
 }
@@ -154,7 +160,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return fmt.Errorf("kubelet probe source rule: %w", err)
 	}
 	agent := nodeagent.New(nodeagent.Config{
-		NodeName: o.nodeName, Client: client, Mode: mode, DNSCapture: o.dnsCapture, Probes: probes,
+		NodeName: o.nodeName, Client: client, Mode: mode, DNSCapture: o.dnsCapture, Probes: probes, Repair: o.repair,
 		Policy: nodeagent.Policy{ExcludedNamespaces: excluded}, Log: log.With("subsystem", "agent"),
 	})
 

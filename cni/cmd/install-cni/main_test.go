@@ -17,8 +17,11 @@ func TestParseFlags(t *testing.T) {
 	}
 	t.Setenv("NODE_NAME", "node7")
 	o, err := parseFlags([]string{"-redirect-mode", "nftables"})
-	if err != nil || o.nodeName != "node7" || o.mode != "nftables" {
+	if err != nil || o.nodeName != "node7" || o.mode != "nftables" || o.repair != "capture" {
 		t.Errorf("parseFlags = %+v, %v", o, err)
+	}
+	if _, err := parseFlags([]string{"-repair", "reboot"}); err == nil {
+		t.Error("an unknown repair mode accepted")
 	}
 }
 

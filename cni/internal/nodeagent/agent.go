@@ -42,6 +42,12 @@ type Config struct {
 	// seen through the plugin (enrolled live, or started while the agent
 	// was away). ScanProc if nil.
 	FindNetns func(ctx context.Context, pod *corev1.Pod) (*os.File, error)
+	// Repair says what to do with a running pod that should be enrolled but
+	// is not (its namespace was just labelled, or it started while the
+	// agent was away): RepairCapture (the default) captures it in place,
+	// RepairLabel labels it LabelUninitialized for an operator to act on,
+	// RepairDelete deletes it so that its replacement starts captured.
+	Repair string
 	// Probes, if set, is told the addresses of enrolled pods, so that the
 	// node's probes to them come from the address their redirection lets
 	// through (hostprobe.SNAT).
@@ -55,6 +61,17 @@ type ProbeSource interface {
 	Add(netip.Addr) error
 	Delete(netip.Addr) error
 }
+
+// Repair modes.
+const (
+	RepairCapture = "capture"
+	RepairLabel   = "label"
+	RepairDelete  = "delete"
+)
+
+// LabelUninitialized marks a running pod that should be in the mesh and is
+// not, in RepairLabel mode.
+const LabelUninitialized = "cni.istio.io/uninitialized"
 
 // Agent enrolls its node's pods: through the plugin when a sandbox is
 // created (PodAdded, which returns only once ztunnel has the pod), and
@@ -400,6 +417,9 @@ func (a *Agent) restore(ctx context.Context) {
 		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil || podFinished(pod) || !a.decide(pod).Enrolled {
 			continue
 		}
+		if a.cfg.Repair != "" && a.cfg.Repair != RepairCapture && pod.Annotations[AnnotationRedirect] != RedirectionEnabled {
+			continue // never captured: the reconcile loop repairs it
+		}
 		netns, err := a.cfg.FindNetns(ctx, pod)
 		if err != nil {
 			a.log.Warn("enrolled pod not found on the node at start", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
@@ -499,6 +519,17 @@ func (a *Agent) reconcile(ctx context.Context, k types.NamespacedName) error {
 		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil || podFinished(pod) {
 			return nil // the plugin's ADD enrolls it, or it is on its way out
 		}
+		switch a.cfg.Repair {
+		case RepairLabel:
+			return a.repairLabel(ctx, pod)
+		case RepairDelete:
+			a.log.Info("deleting a running pod that should be in the mesh, so it restarts captured", "namespace", pod.Namespace, "pod", pod.Name, "reason", d.Reason)
+			err := a.cfg.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+			if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				return fmt.Errorf("delete pod %s/%s for repair: %w", pod.Namespace, pod.Name, err)
+			}
+			return nil
+		}
 		netns, err := a.cfg.FindNetns(ctx, pod)
 		if err != nil {
 			return fmt.Errorf("find the network namespace of pod %s/%s: %w", pod.Namespace, pod.Name, err)
@@ -511,6 +542,19 @@ func (a *Agent) reconcile(ctx context.Context, k types.NamespacedName) error {
 		return a.release(ctx, pod.UID, d.Reason)
 	case d.Enrolled && pod.Annotations[AnnotationRedirect] != RedirectionEnabled:
 		a.annotate(ctx, pod.Namespace, pod.Name, true)
+	}
+	return nil
+}
+
+// repairLabel marks a pod that should be captured and is not.
+func (a *Agent) repairLabel(ctx context.Context, pod *corev1.Pod) error {
+	if pod.Labels[LabelUninitialized] == "true" {
+		return nil
+	}
+	a.log.Warn("running pod should be in the mesh and is not; labelled for a restart", "namespace", pod.Namespace, "pod", pod.Name, "label", LabelUninitialized)
+	patch := []byte(`{"metadata":{"labels":{"` + LabelUninitialized + `":"true"}}}`)
+	if _, err := a.cfg.Client.CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("label pod %s/%s for repair: %w", pod.Namespace, pod.Name, err)
 	}
 	return nil
 }

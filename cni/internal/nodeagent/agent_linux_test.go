@@ -158,6 +158,11 @@ type harness struct {
 
 func newHarness(t *testing.T, objs ...any) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil, objs...)
+}
+
+func newHarnessWith(t *testing.T, configure func(*Config), objs ...any) *harness {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces and nftables rules")
 	}
@@ -176,11 +181,15 @@ func newHarness(t *testing.T, objs ...any) *harness {
 		}
 	}
 	probes := &probeSet{ips: map[netip.Addr]bool{}}
-	a := New(Config{
+	cfg := Config{
 		NodeName: "node1", Client: client, Mode: redirect.NFTables{}, Probes: probes,
 		Policy: Policy{ExcludedNamespaces: map[string]bool{"kube-system": true}},
 		Log:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	a := New(cfg)
 	sock := filepath.Join(t.TempDir(), "ztunnel.sock")
 	ln, err := zds.Listen(sock)
 	if err != nil {
@@ -367,5 +376,32 @@ func TestRestartKeepsPods(t *testing.T) {
 	h.zt.mu.Unlock()
 	if !ok || ino != api.inode(t) {
 		t.Fatalf("ztunnel's first snapshot holds uid-kept: %v (inode %d, want %d)", ok, ino, api.inode(t))
+	}
+}
+
+// TestRepairModes: with repair by label or by deletion, a running pod
+// that should be in the mesh is labelled or deleted instead of captured in
+// place.
+func TestRepairModes(t *testing.T) {
+	for _, mode := range []string{RepairLabel, RepairDelete} {
+		t.Run(mode, func(t *testing.T) {
+			h := newHarnessWith(t, func(c *Config) { c.Repair = mode }, namespace("rep", true), pod("rep", "old", "uid-old", "10.251.0.11"))
+			pods := h.client.CoreV1().Pods("rep")
+			switch mode {
+			case RepairLabel:
+				eventually(t, "the repair label", func() bool {
+					p, err := pods.Get(h.ctx, "old", metav1.GetOptions{})
+					return err == nil && p.Labels[LabelUninitialized] == "true"
+				})
+			case RepairDelete:
+				eventually(t, "the pod deleted", func() bool {
+					_, err := pods.Get(h.ctx, "old", metav1.GetOptions{})
+					return err != nil
+				})
+			}
+			if h.agent.isEnrolled("uid-old") {
+				t.Error("the pod was captured in place")
+			}
+		})
 	}
 }
