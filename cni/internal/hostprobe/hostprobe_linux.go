@@ -35,9 +35,8 @@ func table() *nftables.Table {
 	return &nftables.Table{Name: Table, Family: nftables.TableFamilyIPv4}
 }
 
-// Install replaces the table in the calling thread's network namespace
-// with one holding the rule and the given pods' addresses, in one
-// transaction.
+// Install sets up the table in the calling thread's network namespace, in
+// one transaction, adding the given pods' addresses to those it holds.
 func (s *SNAT) Install(pods []netip.Addr) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -52,10 +51,11 @@ func (s *SNAT) Install(pods []netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	t := table()
-	c.AddTable(t)
-	c.DelTable(t)
-	c.AddTable(t)
+	// The table and set are created if missing and kept if present, with
+	// their addresses: a restarting agent must not leave its pods' probes
+	// un-rewritten while it finds them again. The chain is flushed and its
+	// one rule written anew.
+	t := c.AddTable(table())
 	set := &nftables.Set{Table: t, Name: "pods", KeyType: nftables.TypeIPAddr}
 	var elems []nftables.SetElement
 	for _, ip := range pods {
@@ -71,6 +71,7 @@ func (s *SNAT) Install(pods []netip.Addr) error {
 		Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &policy,
 	})
+	c.FlushChain(chain)
 	c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: []expr.Any{
 		// meta l4proto tcp
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},

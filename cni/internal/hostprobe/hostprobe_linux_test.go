@@ -145,11 +145,17 @@ func TestProbeSource(t *testing.T) {
 	if got := l.seenFrom(t, 0); got != node {
 		t.Errorf("after Delete, pod 0 saw %s, want %s", got, node)
 	}
-	if err := l.node.Do(func() error { return s.Install([]netip.Addr{l.pods[0]}) }); err != nil {
+	// A restarting agent installs again: the addresses stay, so probes
+	// keep their source while it finds its pods.
+	var again SNAT
+	if err := l.node.Do(func() error { return again.Install(nil) }); err != nil {
 		t.Fatalf("install again: %v", err)
 	}
-	if got := l.seenFrom(t, 1); got != node {
-		t.Errorf("a new Install keeps only its pods: pod 1 saw %s, want %s", got, node)
+	if got := l.seenFrom(t, 1); got != src {
+		t.Errorf("after a second Install, pod 1 saw %s, want %s still", got, src)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", "hp-"+fmt.Sprint(os.Getpid())+"-node", "nft", "list", "chain", "ip", Table, "postrouting").CombinedOutput(); err != nil || strings.Count(string(out), "snat") != 1 {
+		t.Errorf("after a second Install the chain holds %d rules (want 1): %v\n%s", strings.Count(string(out), "snat"), err, out)
 	}
 	if err := s.Remove(); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -106,6 +107,9 @@ type member struct {
 	namespace, name, serviceAccount string
 	netns                           *os.File
 	ips                             []netip.Addr
+	// containerID is the sandbox the plugin enrolled the pod for; empty
+	// when it was enrolled while running.
+	containerID string
 }
 
 var _ agentapi.Agent = (*Agent)(nil)
@@ -173,22 +177,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.nsFactory.Start(ctx.Done())
 	defer a.podFactory.Shutdown()
 	defer a.nsFactory.Shutdown()
+	defer a.queue.ShutDown()
+	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
+		return errors.New("nodeagent: informers did not sync")
+	}
+	// The pods captured before the agent started are recorded before the
+	// reconcile loop runs: otherwise it would take them for pods to repair.
+	// Events queued meanwhile wait in the queue.
+	a.restore(ctx)
+	close(a.restored)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for a.processNext(ctx) {
 		}
 	}()
-	defer func() { <-done }()
-	defer a.queue.ShutDown()
-	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
-		return errors.New("nodeagent: informers did not sync")
-	}
-	a.restore(ctx)
-	close(a.restored)
 	a.ready.Store(true)
 	a.log.Info("watching the node's pods", "node", a.cfg.NodeName, "mode", a.cfg.Mode.Name(), "enrolled", a.count())
 	<-ctx.Done()
+	a.queue.ShutDown()
+	<-done
 	a.releaseAll()
 	return nil
 }
@@ -213,7 +221,10 @@ func (a *Agent) PodAdded(ctx context.Context, req agentapi.PodAdded) (agentapi.A
 	if req.PodUID != "" && types.UID(req.PodUID) != pod.UID {
 		return agentapi.AddResult{}, fmt.Errorf("pod %s/%s has uid %s, the runtime says %s", pod.Namespace, pod.Name, pod.UID, req.PodUID)
 	}
-	d := a.decide(pod)
+	d, err := a.decide(ctx, pod)
+	if err != nil {
+		return agentapi.AddResult{}, err
+	}
 	if !d.Enrolled {
 		return agentapi.AddResult{Enrolled: false, Reason: d.Reason}, nil
 	}
@@ -232,6 +243,11 @@ func (a *Agent) PodAdded(ctx context.Context, req agentapi.PodAdded) (agentapi.A
 	if err := a.enroll(ctx, pod, netns, ips, true); err != nil {
 		return agentapi.AddResult{}, err
 	}
+	a.mu.Lock()
+	if m := a.enrolled[pod.UID]; m != nil {
+		m.containerID = req.ContainerID
+	}
+	a.mu.Unlock()
 	a.log.Info("pod enrolled at sandbox creation", "namespace", pod.Namespace, "pod", pod.Name, "reason", d.Reason)
 	return agentapi.AddResult{Enrolled: true, Reason: d.Reason}, nil
 }
@@ -248,15 +264,36 @@ func (a *Agent) PodDeleted(ctx context.Context, req agentapi.PodDeleted) error {
 	}
 	unlock := a.locks.lock(string(uid))
 	defer unlock()
+	a.mu.Lock()
+	m := a.enrolled[uid]
+	a.mu.Unlock()
+	if m != nil && m.containerID != "" && req.ContainerID != "" && m.containerID != req.ContainerID {
+		// A repeated DEL for an earlier sandbox of the pod: the current one
+		// stays enrolled.
+		a.log.Info("DEL for an earlier sandbox ignored", "namespace", m.namespace, "pod", m.name, "container", req.ContainerID, "current", m.containerID)
+		return nil
+	}
 	return a.forget(ctx, uid)
 }
 
-func (a *Agent) decide(pod *corev1.Pod) Decision {
-	ns, _ := a.namespaces.Get(pod.Namespace)
-	if ns == nil {
-		ns, _ = a.cfg.Client.CoreV1().Namespaces().Get(context.Background(), pod.Namespace, metav1.GetOptions{})
+// decide applies the policy to pod with its namespace, from the informer
+// or, when the informer has not seen it, from the API server. Failing to
+// read the namespace is an error, never "not labelled": that would start
+// an ambient pod outside the mesh.
+func (a *Agent) decide(ctx context.Context, pod *corev1.Pod) (Decision, error) {
+	ns, err := a.namespaces.Get(pod.Namespace)
+	if err != nil {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		ns, err = a.cfg.Client.CoreV1().Namespaces().Get(ctx, pod.Namespace, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			ns, err = nil, nil
+		}
+		if err != nil {
+			return Decision{}, fmt.Errorf("read namespace %s of pod %s: %w", pod.Namespace, pod.Name, err)
+		}
 	}
-	return a.cfg.Policy.Decide(pod, ns)
+	return a.cfg.Policy.Decide(pod, ns), nil
 }
 
 // lookupPod finds a pod the plugin names: in the informer, or, when the
@@ -344,11 +381,13 @@ func (a *Agent) release(ctx context.Context, uid types.UID, reason string) error
 	if m == nil {
 		return nil
 	}
-	if err := a.zds.DelWorkload(ctx, string(uid)); err != nil && !errors.Is(err, zds.ErrNotConnected) {
-		return fmt.Errorf("pod %s/%s: ztunnel did not release it: %w", m.namespace, m.name, err)
-	}
+	// Redirection first: if ztunnel then fails to release the pod, it
+	// still serves it, rather than the pod being redirected to nobody.
 	if err := a.cfg.Mode.Remove(fdPath(m.netns)); err != nil {
 		return fmt.Errorf("pod %s/%s: remove redirection: %w", m.namespace, m.name, err)
+	}
+	if err := a.zds.DelWorkload(ctx, string(uid)); err != nil && !errors.Is(err, zds.ErrNotConnected) {
+		return fmt.Errorf("pod %s/%s: ztunnel did not release it: %w", m.namespace, m.name, err)
 	}
 	a.mu.Lock()
 	delete(a.enrolled, uid)
@@ -361,19 +400,31 @@ func (a *Agent) release(ctx context.Context, uid types.UID, reason string) error
 }
 
 // forget drops a deleted pod: ztunnel is told, nothing is undone.
+// The pod stays recorded until ztunnel has been told (or is not
+// connected, so its next snapshot leaves the pod out), so that a failed
+// attempt is retried: by the reconcile loop, which sees the pod gone.
 func (a *Agent) forget(ctx context.Context, uid types.UID) error {
 	a.mu.Lock()
 	m := a.enrolled[uid]
-	delete(a.enrolled, uid)
 	a.mu.Unlock()
 	if m == nil {
 		return nil
 	}
-	m.netns.Close()
-	a.probes(m.ips, false)
+	// Not bound to the plugin's short DEL deadline: ztunnel may be busy
+	// with a snapshot.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*zds.DefaultAckTimeout)
+	defer cancel()
 	if err := a.zds.DelWorkload(ctx, string(uid)); err != nil && !errors.Is(err, zds.ErrNotConnected) {
+		a.queue.AddRateLimited(types.NamespacedName{Namespace: m.namespace, Name: m.name})
 		return fmt.Errorf("pod %s/%s: tell ztunnel it is gone: %w", m.namespace, m.name, err)
 	}
+	a.mu.Lock()
+	if a.enrolled[uid] == m {
+		delete(a.enrolled, uid)
+	}
+	a.mu.Unlock()
+	m.netns.Close()
+	a.probes(m.ips, false)
 	a.log.Info("pod deleted", "namespace", m.namespace, "pod", m.name)
 	return nil
 }
@@ -414,29 +465,44 @@ func (a *Agent) isEnrolled(uid types.UID) bool {
 func (a *Agent) restore(ctx context.Context) {
 	pods, _ := a.pods.List(labels.Everything())
 	for _, pod := range pods {
-		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil || podFinished(pod) || !a.decide(pod).Enrolled {
+		if pod.Status.PodIP == "" || pod.DeletionTimestamp != nil || podFinished(pod) {
+			continue
+		}
+		if d, err := a.decide(ctx, pod); err != nil || !d.Enrolled {
+			if err != nil {
+				a.log.Warn("enrollment unknown at start; left to the reconcile loop", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
+			}
 			continue
 		}
 		if a.cfg.Repair != "" && a.cfg.Repair != RepairCapture && pod.Annotations[AnnotationRedirect] != RedirectionEnabled {
 			continue // never captured: the reconcile loop repairs it
 		}
-		netns, err := a.cfg.FindNetns(ctx, pod)
-		if err != nil {
-			a.log.Warn("enrolled pod not found on the node at start", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
+		unlock := a.locks.lock(string(pod.UID))
+		if a.isEnrolled(pod.UID) { // the plugin's ADD got there first
+			unlock()
 			continue
 		}
-		path := fdPath(netns)
-		if err := a.cfg.Mode.Apply(path, redirect.Config{PodIPs: podIPs(pod), DNSCapture: a.cfg.DNSCapture}); err != nil {
-			netns.Close()
-			a.log.Warn("could not redirect an enrolled pod at start", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
-			continue
-		}
-		ips := podIPs(pod)
-		a.mu.Lock()
-		a.enrolled[pod.UID] = &member{namespace: pod.Namespace, name: pod.Name, serviceAccount: pod.Spec.ServiceAccountName, netns: netns, ips: ips}
-		a.mu.Unlock()
-		a.probes(ips, true)
+		a.restoreOne(ctx, pod)
+		unlock()
 	}
+}
+
+func (a *Agent) restoreOne(ctx context.Context, pod *corev1.Pod) {
+	netns, err := a.cfg.FindNetns(ctx, pod)
+	if err != nil {
+		a.log.Warn("enrolled pod not found on the node at start", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
+		return
+	}
+	ips := podIPs(pod)
+	if err := a.cfg.Mode.Apply(fdPath(netns), redirect.Config{PodIPs: ips, DNSCapture: a.cfg.DNSCapture}); err != nil {
+		netns.Close()
+		a.log.Warn("could not redirect an enrolled pod at start", "namespace", pod.Namespace, "pod", pod.Name, "error", err)
+		return
+	}
+	a.mu.Lock()
+	a.enrolled[pod.UID] = &member{namespace: pod.Namespace, name: pod.Name, serviceAccount: pod.Spec.ServiceAccountName, netns: netns, ips: ips}
+	a.mu.Unlock()
+	a.probes(ips, true)
 }
 
 func podIPs(pod *corev1.Pod) []netip.Addr {
@@ -512,7 +578,10 @@ func (a *Agent) reconcile(ctx context.Context, k types.NamespacedName) error {
 	}
 	unlock := a.locks.lock(string(pod.UID))
 	defer unlock()
-	d := a.decide(pod)
+	d, err := a.decide(ctx, pod)
+	if err != nil {
+		return err
+	}
 	enrolled := a.isEnrolled(pod.UID)
 	switch {
 	case d.Enrolled && !enrolled:

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -401,6 +402,44 @@ func TestRepairModes(t *testing.T) {
 			}
 			if h.agent.isEnrolled("uid-old") {
 				t.Error("the pod was captured in place")
+			}
+		})
+	}
+}
+
+// TestRestartWithRepairKeepsCapturedPods: an agent restarting in a repair
+// mode that labels or deletes uncaptured pods must not take the pods it
+// captured before for such pods; each is found once.
+func TestRestartWithRepairKeepsCapturedPods(t *testing.T) {
+	for _, mode := range []string{RepairLabel, RepairDelete} {
+		t.Run(mode, func(t *testing.T) {
+			api := newPodNetns(t, "10.251.0.12")
+			captured := pod("kept2", "api", "uid-kept2", api.ip)
+			captured.Annotations = map[string]string{AnnotationRedirect: RedirectionEnabled}
+			var finds atomic.Int32
+			h := newHarnessWith(t, func(c *Config) {
+				c.Repair = mode
+				c.FindNetns = func(ctx context.Context, p *corev1.Pod) (*os.File, error) {
+					finds.Add(1)
+					return ScanProc(ctx, p)
+				}
+			}, namespace("kept2", true), captured)
+			stop := h.connect(t)
+			defer stop()
+			if _, ok := h.zt.holds("uid-kept2"); !ok {
+				t.Fatal("the captured pod is not in ztunnel's first snapshot")
+			}
+			// Let the reconcile loop see the pod, then check it left it alone.
+			eventually(t, "the queue to drain", func() bool { return h.agent.queue.Len() == 0 })
+			p, err := h.client.CoreV1().Pods("kept2").Get(h.ctx, "api", metav1.GetOptions{})
+			if err != nil {
+				t.Fatalf("the captured pod is gone: %v", err)
+			}
+			if p.Labels[LabelUninitialized] != "" {
+				t.Error("the captured pod was labelled for repair")
+			}
+			if n := finds.Load(); n != 1 {
+				t.Errorf("the pod's namespace was looked for %d times, want 1", n)
 			}
 		})
 	}

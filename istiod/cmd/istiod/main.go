@@ -34,6 +34,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	kcache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/ambient-mesh/mesh/istiod/internal/ads"
@@ -94,6 +95,7 @@ func main() {
 		os.Exit(0)
 	}
 	if err != nil {
+		fmt.Fprintf(os.Stderr, "istiod: %v\n", err)
 		os.Exit(2)
 	}
 	log, err := bootstrap.Logger(os.Stderr, o.logLevel, true)
@@ -165,17 +167,29 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	ctl.SetPolicies(policies)
 	policies.OnAttachmentChange(ctl.PoliciesChanged)
-	meshWatch.OnChange(func(m meshconfig.Config) {
+	applyMesh := func(m meshconfig.Config) {
 		if m.TrustDomain != mesh.TrustDomain {
 			log.Warn("the trust domain changed in the mesh config: workload identities follow now, the CA keeps signing for the one it started with until istiod restarts",
 				"ca_trust_domain", mesh.TrustDomain, "mesh_trust_domain", m.TrustDomain)
 		}
 		ctl.SetMesh(workloadMesh(m))
 		policies.SetRootNamespace(m.RootNamespace)
-	})
+	}
+	meshWatch.OnChange(applyMesh)
+	if now := meshWatch.Current(); now != mesh {
+		applyMesh(now) // changed while the rest was being set up
+	}
 	ctlErr := make(chan error, 2)
-	wg.Go(func() { ctlErr <- ctl.Run(ctx) })
 	wg.Go(func() { ctlErr <- policies.Run(ctx) })
+	// Workloads are translated once the first policy set is built, so none
+	// is served, and istiod is never ready, without the policies it lists.
+	wg.Go(func() {
+		if !kcache.WaitForCacheSync(ctx.Done(), policies.HasSynced) {
+			ctlErr <- nil
+			return
+		}
+		ctlErr <- ctl.Run(ctx)
+	})
 
 	adsServer := ads.NewServer(cache, log.With("subsystem", "ads"))
 	plain := grpc.NewServer()

@@ -99,8 +99,14 @@ func (w *Watcher) Current() Config {
 }
 
 // OnChange sets the function called, from the watcher's goroutine, with
-// each new Config after the first read. Set it before Start.
-func (w *Watcher) OnChange(f func(Config)) { w.listener = f }
+// each new Config after the first read. A caller that sets it after Start
+// should compare Current with what it started from, since a change in
+// between is not replayed.
+func (w *Watcher) OnChange(f func(Config)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.listener = f
+}
 
 // Start watches until ctx is done and returns once the ConfigMap has been
 // read (or found missing), so Current is the cluster's setting.
@@ -152,13 +158,13 @@ func (w *Watcher) update(ctx context.Context, obj any) {
 
 func (w *Watcher) set(c Config) {
 	w.mu.Lock()
-	changed, notify := c != w.current, w.synced
+	changed, notify, listener := c != w.current, w.synced, w.listener
 	w.current = c
 	w.mu.Unlock()
 	if changed && notify {
 		w.log.Info("mesh config changed", "trust_domain", c.TrustDomain, "root_namespace", c.RootNamespace)
-		if w.listener != nil {
-			w.listener(c)
+		if listener != nil {
+			listener(c)
 		}
 	}
 }

@@ -80,7 +80,7 @@ func TranslatePeerAuthentication(name, namespace string, spec *securityv1beta1.P
 		report.Skipped = "no spec"
 		return nil, report, false
 	}
-	if spec.GetSelector() == nil {
+	if !hasSelector(spec) {
 		report.Skipped = "no selector: a namespace or mesh mode, applied through " + StaticStrictPolicyName
 		return nil, report, false
 	}
@@ -116,4 +116,11 @@ func TranslatePeerAuthentication(name, namespace string, spec *securityv1beta1.P
 		return nil, report, false
 	}
 	return denyPlaintext(PeerAuthenticationPrefix+name, namespace, m), report, true
+}
+
+// hasSelector reports whether a PeerAuthentication is workload-level. As
+// in Istio, a selector without labels is no selector: the resource sets
+// its namespace's (or the mesh's) mode.
+func hasSelector(spec *securityv1beta1.PeerAuthentication) bool {
+	return len(spec.GetSelector().GetMatchLabels()) > 0
 }

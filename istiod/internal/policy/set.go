@@ -131,7 +131,7 @@ func Build(rootNS string, aps []AuthorizationPolicy, pas []PeerAuthentication) *
 	// inherit; the oldest resource without a selector sets them.
 	nsMode := map[string]securityv1beta1.PeerAuthentication_MutualTLS_Mode{}
 	for _, pa := range pas {
-		if pa.Spec.GetSelector() != nil {
+		if hasSelector(pa.Spec) {
 			continue
 		}
 		ref := Ref{KindPeerAuthentication, pa.Namespace, pa.Name}
@@ -159,7 +159,15 @@ func Build(rootNS string, aps []AuthorizationPolicy, pas []PeerAuthentication) *
 	}
 	anyStrict := s.meshStrict || len(s.strictNS) > 0
 	for _, pa := range pas {
-		if pa.Spec.GetSelector() == nil {
+		if !hasSelector(pa.Spec) {
+			continue
+		}
+		if pa.Namespace == rootNS {
+			// Istio applies only the mesh-wide resource from the root
+			// namespace; a selector there selects nothing.
+			s.Reports[Ref{KindPeerAuthentication, pa.Namespace, pa.Name}] = Report{Ignored: []Issue{{
+				Path: "selector", Reason: "a PeerAuthentication with a selector in the root namespace applies to no workload",
+			}}}
 			continue
 		}
 		inherited := mesh

@@ -146,3 +146,23 @@ func TestChanged(t *testing.T) {
 		t.Error("the first Set is not a change everywhere")
 	}
 }
+
+// TestBuildPeerAuthenticationSelectorEdges follows Istio: an empty selector
+// is no selector, and a selector in the root namespace selects nothing.
+func TestBuildPeerAuthenticationSelectorEdges(t *testing.T) {
+	s := Build("", nil, []PeerAuthentication{
+		peerAuth("foo", "empty", 3, &pa{Selector: &typev1beta1.WorkloadSelector{}, Mtls: mtls(strictMode)}),
+		peerAuth("foo", "web", 2, &pa{Selector: selector("app", "web"), Mtls: mtls(permissiveMode)}),
+		peerAuth("istio-system", "root-selector", 1, &pa{Selector: selector("app", "x"), Mtls: mtls(strictMode)}),
+	})
+	if got := s.Attached("foo", map[string]string{"app": "db"}); !slices.Equal(got, []string{strictName}) {
+		t.Errorf("an empty selector must set the namespace's mode (STRICT): %v", got)
+	}
+	if got := s.Attached("foo", map[string]string{"app": "web"}); got != nil {
+		t.Errorf("a workload-level PERMISSIVE must win over the namespace: %v", got)
+	}
+	if got := s.Attached("istio-system", map[string]string{"app": "x"}); got != nil {
+		t.Errorf("a selector in the root namespace selected a workload: %v", got)
+	}
+	checkPaths(t, "ignored", s.Reports[Ref{KindPeerAuthentication, "istio-system", "root-selector"}].Ignored, []string{"selector"})
+}
