@@ -29,12 +29,17 @@ PAUSE_IMAGE   := $(HUB)/pause:$(TAG)
 COREDNS_IMAGE := $(HUB)/coredns:$(COREDNS_VERSION)
 ECHO_IMAGE    := $(HUB)/echo:$(TAG)
 TOOLBOX_IMAGE := $(HUB)/toolbox:$(TAG)
+# The mesh itself; Istio calls istiod's image pilot.
+PILOT_IMAGE       := $(HUB)/pilot:$(TAG)
+ZTUNNEL_IMAGE     := $(HUB)/ztunnel:$(TAG)
+INSTALL_CNI_IMAGE := $(HUB)/install-cni:$(TAG)
 
 # The local cluster.
 NODES         ?= 2
 CLUSTER_STATE := $(CACHE)/cluster
 KUBECONFIG_LOCAL := $(CLUSTER_STATE)/admin.kubeconfig
-export NODES CLUSTER_STATE KUBE_BIN IMAGES_DIR PAUSE_IMAGE COREDNS_IMAGE ECHO_IMAGE TOOLBOX_IMAGE KUBECTL HUB TAG
+export NODES CLUSTER_STATE KUBE_BIN IMAGES_DIR PAUSE_IMAGE COREDNS_IMAGE ECHO_IMAGE TOOLBOX_IMAGE \
+	PILOT_IMAGE ZTUNNEL_IMAGE INSTALL_CNI_IMAGE KUBECTL HUB TAG
 
 DEBIAN_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack \
 	nftables iproute2 util-linux mount kmod procps tcpdump socat ethtool busybox-static \
@@ -88,6 +93,10 @@ build:
 	go build -o $(BIN)/imagebuild ./tools/imagebuild
 	$(STATIC) -o $(BIN)/linux/echo ./tests/apps/echo
 	$(STATIC) -o $(BIN)/linux/pause ./tests/cluster/pause
+	$(STATIC) -o $(BIN)/linux/istiod ./istiod/cmd/istiod
+	$(STATIC) -o $(BIN)/linux/ztunnel ./ztunnel/cmd/ztunnel
+	$(STATIC) -o $(BIN)/linux/install-cni ./cni/cmd/install-cni
+	$(STATIC) -o $(BIN)/linux/istio-cni ./cni/cmd/istio-cni
 
 ## images: OCI image archives of the project's binaries and test apps
 images: build $(COREDNS_BIN)
@@ -100,6 +109,15 @@ images: build $(COREDNS_BIN)
 	# A shell and the usual tools, for tests that look at a node or a pod from inside.
 	$(BIN)/imagebuild -o $(IMAGES_DIR)/toolbox.tar -ref $(TOOLBOX_IMAGE) \
 		-add /bin/busybox:/bin/busybox -entrypoint /bin/busybox -arg sh
+	$(BIN)/imagebuild -o $(IMAGES_DIR)/pilot.tar -ref $(PILOT_IMAGE) \
+		-add $(BIN)/linux/istiod:/usr/local/bin/istiod -entrypoint /usr/local/bin/istiod
+	$(BIN)/imagebuild -o $(IMAGES_DIR)/ztunnel.tar -ref $(ZTUNNEL_IMAGE) \
+		-add $(BIN)/linux/ztunnel:/usr/local/bin/ztunnel -entrypoint /usr/local/bin/ztunnel
+	# The node agent, and the plugin it copies into the node's CNI bin dir
+	# (its -plugin-binary default).
+	$(BIN)/imagebuild -o $(IMAGES_DIR)/install-cni.tar -ref $(INSTALL_CNI_IMAGE) \
+		-add $(BIN)/linux/install-cni:/usr/local/bin/install-cni \
+		-add $(BIN)/linux/istio-cni:/opt/cni/bin/istio-cni -entrypoint /usr/local/bin/install-cni
 
 ## lint: go vet, staticcheck and gofmt
 lint: $(STATICCHECK)

@@ -113,7 +113,11 @@ func (c *Config) Containerd(n Node) string {
 
 // nodeMounts lists the directories each node keeps to itself: the host
 // directory under the node's state is bind-mounted over the path a real node
-// would use, inside the node's mount namespace only.
+// would use, inside the node's mount namespace only. The kubelet and runc
+// resolve hostPath volumes in that namespace, so a pod's hostPath of
+// /etc/cni/net.d, /opt/cni/bin or /var/run/<dir> (/var/run leads to the
+// node's /run) is its node's own: shared by the pods of one node, never
+// seen by another node's.
 var nodeMounts = []struct{ dir, target string }{
 	{"run", "/run"},
 	{"var-lib-kubelet", "/var/lib/kubelet"},

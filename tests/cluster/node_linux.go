@@ -130,8 +130,22 @@ func (c *Config) setupNodeMounts(n Node) error {
 		}
 		fmt.Fprintf(&script, "mount --bind %q %q\n", src, m.target)
 	}
+	// Node agents' hostPaths live under /var/run (the ZDS and CNI agent
+	// sockets, the sandboxes' netns handles). Where /var/run is a
+	// directory of its own rather than the usual link to /run, it gets the
+	// node's /run too, or every node would share it.
+	if !sameFile("/var/run", "/run") {
+		fmt.Fprintf(&script, "mount --bind %q /var/run\n", filepath.Join(c.nodeDir(n), "run"))
+	}
 	script.WriteString("mount --make-rshared /\n")
 	return run("unshare", "--mount="+nsFile, "--propagation=private", "--", "sh", "-c", script.String())
+}
+
+// sameFile reports whether two paths lead to the same file or directory.
+func sameFile(a, b string) bool {
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
 
 // ensureNSDir makes the directory holding namespace handles a private mount,
