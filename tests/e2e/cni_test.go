@@ -3,8 +3,12 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +100,22 @@ func TestAmbientEnrollment(t *testing.T) {
 		waitUntil(t, "every running pod annotated as captured", 90*time.Second, annotated(true), func() string { return diagnose(t, mesh, ns) })
 		before := hbone()
 		send("after labelling", before+5)
+
+		// ztunnel on the client's node holds the client (admin config
+		// dump) and counts its connections (metrics).
+		clientPod := ns.Pods(t, "app=client")[0]
+		zt := mesh.Pods(t, "ztunnel")[clientPod.Spec.NodeName]
+		addrs := portForward(t, c, mesh.Namespace.Name, zt, 15000, 15020)
+		// Every workload of the cluster is in the dump; only an enrolled
+		// pod on its node makes ztunnel hold a certificate for its identity.
+		dump := httpGet(t, "http://"+addrs[0]+"/config_dump")
+		if id := "spiffe://cluster.local/ns/" + ns.Name + "/sa/client"; !strings.Contains(dump, `"identity": "`+id+`"`) {
+			t.Errorf("ztunnel's config dump on %s holds no certificate for %s:\n%.3000s", clientPod.Spec.NodeName, id, dump)
+		}
+		metrics := httpGet(t, "http://"+addrs[1]+"/metrics")
+		if !strings.Contains(metrics, `source_workload="client"`) || !strings.Contains(metrics, "istio_tcp_connections_opened_total") {
+			t.Errorf("ztunnel's metrics on %s count no connection of the client:\n%.3000s", clientPod.Spec.NodeName, metrics)
+		}
 	})
 
 	t.Run("a new pod starts captured", func(t *testing.T) {
@@ -227,4 +247,75 @@ func diagnose(t *testing.T, mesh *framework.Mesh, ns *framework.Namespace) strin
 		}
 	}
 	return b.String()
+}
+
+// portForward forwards local ports to the pod's ports with kubectl for the
+// rest of the test and returns the local addresses, in order.
+func portForward(t *testing.T, c *framework.Cluster, namespace, pod string, ports ...int) []string {
+	t.Helper()
+	args := []string{"--kubeconfig", c.Kubeconfig, "-n", namespace, "port-forward", "pod/" + pod}
+	for _, p := range ports {
+		args = append(args, fmt.Sprintf(":%d", p))
+	}
+	cmd := exec.Command(c.KubectlBin, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	found := map[int]string{}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	deadline := time.After(30 * time.Second)
+	for len(found) < len(ports) {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("kubectl port-forward to %s ended: %s", pod, stderr.String())
+			}
+			// "Forwarding from 127.0.0.1:41231 -> 15000"
+			var local string
+			var remote int
+			if _, err := fmt.Sscanf(line, "Forwarding from %s -> %d", &local, &remote); err == nil && strings.HasPrefix(local, "127.0.0.1:") {
+				found[remote] = local
+			}
+		case <-deadline:
+			t.Fatalf("kubectl port-forward to %s: not forwarding after 30s: %s", pod, stderr.String())
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	addrs := make([]string, len(ports))
+	for i, p := range ports {
+		addrs[i] = found[p]
+	}
+	return addrs
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	hc := &http.Client{Timeout: 10 * time.Second}
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s\n%s", url, resp.Status, body)
+	}
+	return string(body)
 }
