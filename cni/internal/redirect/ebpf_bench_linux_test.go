@@ -30,6 +30,10 @@ func BenchmarkRedirection(b *testing.B) {
 	redirect.NeedEBPF(b)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// Namespaces of runs killed before their cleanup.
+	if stale, err := netlab.Stale(ctx, "redirbench"); err == nil && len(stale) > 0 {
+		_ = netlab.DeleteNetns(ctx, stale...)
+	}
 	topo, err := netlab.New(ctx, netlab.PidPrefix("redirbench"), []netlab.PodSpec{{Name: "app", Node: 1}, {Name: "peer", Node: 1}})
 	if err != nil {
 		b.Fatal(err)
