@@ -309,24 +309,45 @@ type caProcess struct {
 // buildCA builds the standalone CA command.
 func buildCA(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "castandalone")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/ambient-mesh/mesh/istiod/internal/ca/cmd/castandalone").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build the CA: %v\n%s", err, out)
-	}
-	return bin
+	return buildCommand(t, "castandalone", "github.com/ambient-mesh/mesh/istiod/internal/ca/cmd/castandalone")
 }
 
 // startCA runs the CA until the test ends and connects to it. Its log is
 // printed if the test fails.
 func startCA(t *testing.T, name, bin string, args ...string) *caProcess {
 	t.Helper()
-	p := &caProcess{name: name, logs: &lockedBuffer{}}
+	logs, addr := startListening(t, name, bin, args...)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &caProcess{name: name, client: pb.NewIstioCertificateServiceClient(conn), logs: logs}
+}
+
+// buildCommand builds the Go command pkg into the test's temp dir.
+func buildCommand(t *testing.T, name, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	return bin
+}
+
+// startListening runs bin until the test ends, stopping it with SIGTERM
+// (and failing the test if it does not stop cleanly), and returns its log
+// and what follows "listening " on the first such line of its standard
+// output. The log is printed if the test fails.
+func startListening(t *testing.T, name, bin string, args ...string) (*lockedBuffer, string) {
+	t.Helper()
+	logs := &lockedBuffer{}
 	listening := &addrWatcher{found: make(chan string, 1)}
 	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = listening, p.logs
+	cmd.Stdout, cmd.Stderr = listening, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
@@ -345,25 +366,19 @@ func startCA(t *testing.T, name, bin string, args ...string) *caProcess {
 			t.Errorf("%s did not stop within 15s of SIGTERM", name)
 		}
 		if t.Failed() {
-			t.Logf("log of %s:\n%s", name, p.logs)
+			t.Logf("log of %s:\n%s", name, logs)
 		}
 	})
-	var addr string
 	select {
-	case addr = <-listening.found:
+	case addr := <-listening.found:
+		return logs, addr
 	case err := <-exited:
 		exited <- err // for the cleanup
-		t.Fatalf("%s exited before serving: %v\n%s", name, err, p.logs)
+		t.Fatalf("%s exited before serving: %v\n%s", name, err, logs)
 	case <-time.After(time.Minute):
-		t.Fatalf("%s not serving after 1m:\n%s", name, p.logs)
+		t.Fatalf("%s not serving after 1m:\n%s", name, logs)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	p.client = pb.NewIstioCertificateServiceClient(conn)
-	return p
+	return nil, ""
 }
 
 // sign sends a CSR with token, asking for identity impersonate if set, and
@@ -551,8 +566,8 @@ func mapKeys[V any](m map[string]V) []string {
 	return out
 }
 
-// addrWatcher is the CA's standard output: it reports the address of its
-// "listening <address>" line.
+// addrWatcher is a process's standard output: it reports what follows
+// "listening " on the first such line.
 type addrWatcher struct {
 	mu    sync.Mutex
 	buf   []byte

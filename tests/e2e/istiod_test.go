@@ -10,12 +10,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -290,59 +287,19 @@ type istiodProcess struct {
 
 func buildIstiod(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "istiod")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/ambient-mesh/mesh/istiod/cmd/istiod").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build istiod: %v\n%s", err, out)
-	}
-	return bin
+	return buildCommand(t, "istiod", "github.com/ambient-mesh/mesh/istiod/cmd/istiod")
 }
 
 // startIstiod runs istiod until the test ends; its log is printed if the
 // test fails.
 func startIstiod(t *testing.T, bin string, args ...string) *istiodProcess {
 	t.Helper()
-	p := &istiodProcess{logs: &lockedBuffer{}}
-	listening := &addrWatcher{found: make(chan string, 1)}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = listening, p.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start istiod: %v", err)
+	logs, addrs := startListening(t, "istiod", bin, args...)
+	f := strings.Fields(addrs)
+	if len(f) != 4 {
+		t.Fatalf("istiod printed %q, want four addresses", addrs)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("istiod exited with %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Errorf("istiod did not stop within 15s of SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("log of istiod:\n%s", p.logs)
-		}
-	})
-	select {
-	case addrs := <-listening.found:
-		f := strings.Fields(addrs)
-		if len(f) != 4 {
-			t.Fatalf("istiod printed %q, want four addresses", addrs)
-		}
-		p.grpcAddr, p.secureAddr, p.readyAddr, p.monitorAddr = f[0], f[1], f[2], f[3]
-	case err := <-exited:
-		exited <- err
-		t.Fatalf("istiod exited before serving: %v\n%s", err, p.logs)
-	case <-time.After(time.Minute):
-		t.Fatalf("istiod not serving after 1m:\n%s", p.logs)
-	}
-	return p
+	return &istiodProcess{grpcAddr: f[0], secureAddr: f[1], readyAddr: f[2], monitorAddr: f[3], logs: logs}
 }
 
 func (p *istiodProcess) waitReady(t *testing.T, timeout time.Duration) {
