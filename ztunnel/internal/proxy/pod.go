@@ -172,10 +172,7 @@ func (pd *pod) listen() error {
 	}
 	err := pd.ns.Do(func() error {
 		for _, s := range specs {
-			lc := net.ListenConfig{}
-			if s.transport {
-				lc.Control = socket.TransparentControl
-			}
+			lc := net.ListenConfig{Control: socket.InPodListenerControl(s.transport)}
 			// IPv4 only for now: SO_ORIGINAL_DST is read at the IPv4 level.
 			ln, err := lc.Listen(context.Background(), "tcp4", fmt.Sprintf("0.0.0.0:%d", s.port))
 			if err != nil {

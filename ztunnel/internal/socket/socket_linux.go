@@ -99,3 +99,36 @@ func TransparentControl(_, _ string, c syscall.RawConn) error {
 	}
 	return nil
 }
+
+// ReusePortControl is a ListenConfig Control function that sets
+// SO_REUSEPORT, so that a second ztunnel on the node (a rolling update
+// that surges) can listen in the same pod's namespace while the first one
+// drains: the kernel spreads new connections over both until the old
+// listener closes.
+func ReusePortControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set SO_REUSEPORT: %w", serr)
+	}
+	return nil
+}
+
+// InPodListenerControl is the Control function of ztunnel's listeners in
+// a pod's namespace: SO_REUSEPORT always, and IP_TRANSPARENT when the
+// listener takes redirected traffic (transparent).
+func InPodListenerControl(transparent bool) func(network, address string, c syscall.RawConn) error {
+	return func(network, address string, c syscall.RawConn) error {
+		if err := ReusePortControl(network, address, c); err != nil {
+			return err
+		}
+		if transparent {
+			return TransparentControl(network, address, c)
+		}
+		return nil
+	}
+}

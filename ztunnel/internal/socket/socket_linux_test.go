@@ -189,3 +189,40 @@ func TestOriginalDstWithoutNAT(t *testing.T) {
 		t.Fatalf("original destination %s, want %s", dst, ln.Addr())
 	}
 }
+
+// TestInPodListenersShareThePortDuringAnUpgrade is a rolling update that
+// surges: a second ztunnel listens on the same port in the same pod while
+// the first still does, and once the first closes its listener every new
+// connection reaches the second.
+func TestInPodListenersShareThePortDuringAnUpgrade(t *testing.T) {
+	_, ns := namedNetns(t, "reuse")
+	listen := func() net.Listener {
+		var ln net.Listener
+		err := ns.Do(func() (err error) {
+			lc := net.ListenConfig{Control: InPodListenerControl(true)}
+			ln, err = lc.Listen(t.Context(), "tcp4", "0.0.0.0:15001")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		return ln
+	}
+	old := listen()
+	upgraded := listen() // fails with EADDRINUSE without SO_REUSEPORT
+	old.Close()
+	for i := range 5 {
+		var c net.Conn
+		if err := ns.Do(func() (err error) { c, err = net.DialTimeout("tcp4", "127.0.0.1:15001", time.Second); return err }); err != nil {
+			t.Fatalf("connection %d after the old listener closed: %v", i, err)
+		}
+		c.Close()
+		_ = upgraded.(*net.TCPListener).SetDeadline(time.Now().Add(2 * time.Second))
+		a, err := upgraded.Accept()
+		if err != nil {
+			t.Fatalf("connection %d not accepted by the new listener: %v", i, err)
+		}
+		a.Close()
+	}
+}
