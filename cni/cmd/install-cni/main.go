@@ -32,8 +32,6 @@ import (
 	"syscall"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/ambient-mesh/mesh/cni/internal/agentapi"
@@ -194,6 +192,12 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		}
 	})
 	defer api.Close()
+	// From the start, so that the DaemonSet's deletion is seen while the
+	// agent may still watch it (see ownerWatch).
+	owner := &ownerWatch{client: client, namespace: o.podNamespace, pod: o.podName, log: log}
+	if o.podName != "" && o.podNamespace != "" {
+		wg.Go(func() { owner.run(ctx) })
+	}
 	agentErr := make(chan error, 1)
 	wg.Go(func() { agentErr <- agent.Run(ctx) })
 
@@ -238,7 +242,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		}
 	}
 	log.Info("stopping")
-	if uninstalling(o, client, log) {
+	if owner.uninstalling() {
 		if err := installer.Uninstall(); err != nil {
 			log.Error("uninstall the plugin", "error", err)
 		} else {
@@ -249,33 +253,6 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		}
 	}
 	return nil
-}
-
-// uninstalling reports whether the agent stops for good: its DaemonSet is
-// deleted or being deleted. A restart or an upgrade keeps the plugin, so
-// new pods stay fail-closed rather than start uncaptured.
-func uninstalling(o *options, client kubernetes.Interface, log *slog.Logger) bool {
-	if o.podName == "" || o.podNamespace == "" {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	pod, err := client.CoreV1().Pods(o.podNamespace).Get(ctx, o.podName, metav1.GetOptions{})
-	if err != nil {
-		log.Warn("cannot tell a restart from an uninstall; keeping the plugin", "error", err)
-		return false
-	}
-	for _, ref := range pod.OwnerReferences {
-		if ref.Kind != "DaemonSet" {
-			continue
-		}
-		ds, err := client.AppsV1().DaemonSets(o.podNamespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return true
-		}
-		return err == nil && ds.DeletionTimestamp != nil
-	}
-	return false
 }
 
 func kubeClient(path string) (kubernetes.Interface, error) {

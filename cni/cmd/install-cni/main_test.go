@@ -1,13 +1,21 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -26,28 +34,93 @@ func TestParseFlags(t *testing.T) {
 }
 
 // TestUninstalling tells a restart (the DaemonSet is there) from an
-// uninstall (it is gone, or being deleted).
+// uninstall (it is gone, or being deleted), including the uninstall that
+// takes the agent's RBAC away before the agent stops.
 func TestUninstalling(t *testing.T) {
 	owned := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "agent-x", Namespace: "istio-system",
 		OwnerReferences: []metav1.OwnerReference{{Kind: "DaemonSet", Name: "istio-cni-node", APIVersion: "apps/v1"}}}}
 	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "istio-cni-node", Namespace: "istio-system"}}
-	o := &options{podName: "agent-x", podNamespace: "istio-system"}
 	log := slog.New(slog.DiscardHandler)
+	dsGVR := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "daemonsets"}
 
-	if uninstalling(o, fake.NewClientset(owned, ds), log) {
-		t.Error("a restart with the DaemonSet in place was taken for an uninstall")
+	// started runs the agent's watch until the test ends and returns once
+	// it watches the DaemonSet.
+	started := func(t *testing.T, cs *fake.Clientset) *ownerWatch {
+		watching := make(chan struct{}, 1)
+		cs.PrependWatchReactor("daemonsets", func(a k8stesting.Action) (bool, watch.Interface, error) {
+			w, err := cs.Tracker().Watch(dsGVR, a.GetNamespace())
+			select {
+			case watching <- struct{}{}:
+			default:
+			}
+			return true, w, err
+		})
+		w := &ownerWatch{client: cs, namespace: "istio-system", pod: "agent-x", log: log}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { w.run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		select {
+		case <-watching:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the agent never watched its DaemonSet")
+		}
+		return w
 	}
-	if !uninstalling(o, fake.NewClientset(owned), log) {
-		t.Error("the DaemonSet is gone, yet the plugin is kept")
-	}
-	deleting := ds.DeepCopy()
-	now := metav1.Now()
-	deleting.DeletionTimestamp = &now
-	deleting.Finalizers = []string{"example.com/hold"}
-	if !uninstalling(o, fake.NewClientset(owned, deleting), log) {
-		t.Error("the DaemonSet is being deleted, yet the plugin is kept")
-	}
-	if uninstalling(&options{}, fake.NewClientset(), log) {
-		t.Error("without its own pod name the agent must keep the plugin")
-	}
+
+	t.Run("restart", func(t *testing.T) {
+		if started(t, fake.NewClientset(owned, ds)).uninstalling() {
+			t.Error("a restart with the DaemonSet in place was taken for an uninstall")
+		}
+	})
+	t.Run("uninstall that removes the agent's RBAC right after the DaemonSet", func(t *testing.T) {
+		cs := fake.NewClientset(owned, ds)
+		w := started(t, cs)
+		if err := cs.AppsV1().DaemonSets("istio-system").Delete(context.Background(), "istio-cni-node", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		forbidden := func(a k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "daemonsets"}, "istio-cni-node", errors.New("no RBAC"))
+		}
+		cs.PrependReactor("*", "*", forbidden)
+		deadline := time.Now().Add(10 * time.Second)
+		for !w.deleted.Load() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !w.uninstalling() {
+			t.Error("the DaemonSet was deleted while watched, yet the plugin is kept once the API refuses")
+		}
+	})
+	t.Run("deleted before the agent watched", func(t *testing.T) {
+		cs := fake.NewClientset(owned, ds)
+		w := started(t, cs)
+		w.deleted.Store(false)
+		_ = cs.Tracker().Delete(dsGVR, "istio-system", "istio-cni-node")
+		if !w.uninstalling() {
+			t.Error("the DaemonSet is gone, yet the plugin is kept")
+		}
+	})
+	t.Run("being deleted", func(t *testing.T) {
+		deleting := ds.DeepCopy()
+		now := metav1.Now()
+		deleting.DeletionTimestamp = &now
+		deleting.Finalizers = []string{"example.com/hold"}
+		w := &ownerWatch{client: fake.NewClientset(owned, deleting), namespace: "istio-system", pod: "agent-x", log: log}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		w.run(ctx) // returns once it sees the deletion
+		if !w.uninstalling() {
+			t.Error("the DaemonSet is being deleted, yet the plugin is kept")
+		}
+	})
+	t.Run("API refuses from the start", func(t *testing.T) {
+		cs := fake.NewClientset(owned, ds)
+		cs.PrependReactor("*", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: a.GetResource().Resource}, "x", errors.New("no RBAC"))
+		})
+		w := &ownerWatch{client: cs, namespace: "istio-system", pod: "agent-x", log: log}
+		if w.uninstalling() {
+			t.Error("in doubt, the agent must keep the plugin")
+		}
+	})
 }
