@@ -1,0 +1,330 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"helm.sh/helm/v4/pkg/action"
+	chart "helm.sh/helm/v4/pkg/chart/v2"
+	helmkube "helm.sh/helm/v4/pkg/kube"
+	"helm.sh/helm/v4/pkg/release"
+	rcommon "helm.sh/helm/v4/pkg/release/common"
+	"helm.sh/helm/v4/pkg/storage/driver"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+
+	"github.com/ambient-mesh/mesh/charts"
+	"github.com/ambient-mesh/mesh/istioctl/internal/kube"
+)
+
+// Titles are what progress lines call each chart, as Istio's installer does.
+var Titles = map[string]string{
+	"base":    "Istio core",
+	"istiod":  "Istiod",
+	"cni":     "CNI",
+	"ztunnel": "Ztunnel",
+}
+
+func title(chartName string) string {
+	if t, ok := Titles[chartName]; ok {
+		return t
+	}
+	return chartName
+}
+
+// maxHistory is how many revisions of a release are kept, as helm
+// upgrade's --history-max default.
+const maxHistory = 10
+
+// Installer installs and removes the mesh's releases in one namespace.
+type Installer struct {
+	Getter    genericclioptions.RESTClientGetter
+	Clients   *kube.Clients
+	Namespace string
+	// Timeout bounds each chart's wait for readiness (or for its pods to go).
+	Timeout time.Duration
+	Out     io.Writer
+	// Poll is how often readiness is checked; 2s when zero.
+	Poll time.Duration
+	// HelmConfig, when set, replaces the Helm SDK configuration built from
+	// Getter (tests use in-memory release storage).
+	HelmConfig func() (*action.Configuration, error)
+}
+
+func (in *Installer) helmConfig() (*action.Configuration, error) {
+	if in.HelmConfig != nil {
+		return in.HelmConfig()
+	}
+	cfg := action.NewConfiguration(action.ConfigurationSetLogger(slog.DiscardHandler))
+	if err := cfg.Init(in.Getter, in.Namespace, "secret"); err != nil {
+		return nil, fmt.Errorf("helm: %w", err)
+	}
+	return cfg, nil
+}
+
+// Install installs (or, where the release exists, upgrades) each chart in
+// charts.Order with its values, waiting for each to be ready before the next.
+func (in *Installer) Install(ctx context.Context, vals map[string]map[string]any) error {
+	for _, name := range charts.Order {
+		if err := in.installOne(ctx, name, vals[name]); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(in.Out, "✔ Installation complete")
+	return nil
+}
+
+func (in *Installer) installOne(ctx context.Context, chartName string, vals map[string]any) error {
+	c, err := LoadChart(chartName)
+	if err != nil {
+		return err
+	}
+	cfg, err := in.helmConfig()
+	if err != nil {
+		return err
+	}
+	relName := ReleaseName(chartName)
+	exists, replace, err := releaseState(cfg, relName)
+	if err != nil {
+		return err
+	}
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	var rel release.Releaser
+	verb := "installed"
+	if exists {
+		verb = "upgraded"
+		up := action.NewUpgrade(cfg)
+		up.Namespace = in.Namespace
+		up.WaitStrategy = helmkube.HookOnlyStrategy
+		up.Timeout = in.Timeout
+		up.MaxHistory = maxHistory
+		up.TakeOwnership = adoptsExisting(chartName)
+		up.ForceConflicts = adoptsExisting(chartName)
+		rel, err = up.RunWithContext(ctx, relName, c, vals)
+		if err != nil {
+			if strings.Contains(err.Error(), "another operation") {
+				return fmt.Errorf("upgrade release %s (chart %s): %w (an earlier install or upgrade was interrupted? helm rollback -n %s %s, or helm uninstall, clears it)", relName, chartName, err, in.Namespace, relName)
+			}
+			return fmt.Errorf("upgrade release %s (chart %s): %w", relName, chartName, err)
+		}
+	} else {
+		ins := action.NewInstall(cfg)
+		ins.Namespace = in.Namespace
+		ins.ReleaseName = relName
+		ins.CreateNamespace = true
+		ins.Replace = replace // reuse the name of a release uninstalled with its history kept
+		ins.WaitStrategy = helmkube.HookOnlyStrategy
+		ins.Timeout = in.Timeout
+		ins.TakeOwnership = adoptsExisting(chartName)
+		ins.ForceConflicts = adoptsExisting(chartName)
+		rel, err = ins.RunWithContext(ctx, c, vals)
+		if err != nil {
+			return fmt.Errorf("install release %s (chart %s): %w", relName, chartName, err)
+		}
+	}
+	acc, err := release.NewAccessor(rel)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", relName, err)
+	}
+	objs, err := releaseObjects(c, acc.Manifest(), in.Namespace)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", relName, err)
+	}
+	if err := in.waitReady(ctx, chartName, Waitable(objs)); err != nil {
+		return err
+	}
+	fmt.Fprintf(in.Out, "✔ %s %s\n", title(chartName), verb)
+	return nil
+}
+
+// adoptsExisting says whether a chart's release takes over objects that
+// exist without belonging to it. The base chart does: its CRDs (Istio's and
+// Gateway API's) are often there already, installed by kubectl, another
+// release, or a removed istio-base whose CRDs were kept; istioctl applies
+// them over (forcing server-side apply conflicts), as Istio's installer
+// does. Other charts must not silently take
+// over someone else's objects.
+func adoptsExisting(chartName string) bool { return chartName == "base" }
+
+// releaseState says whether release name exists (and is upgraded) or was
+// uninstalled with its history kept (and is installed again in its place).
+func releaseState(cfg *action.Configuration, name string) (exists, uninstalled bool, err error) {
+	rel, err := action.NewGet(cfg).Run(name)
+	switch {
+	case errors.Is(err, driver.ErrReleaseNotFound):
+		return false, false, nil
+	case err != nil:
+		return false, false, fmt.Errorf("look up release %s: %w", name, err)
+	}
+	acc, err := release.NewAccessor(rel)
+	if err != nil {
+		return false, false, fmt.Errorf("release %s: %w", name, err)
+	}
+	if acc.Status() == string(rcommon.StatusUninstalled) {
+		return false, true, nil
+	}
+	return true, false, nil
+}
+
+// releaseObjects lists what a release of c holds: its manifest's objects and
+// the CRDs of its crds/ directory, with namespaced objects defaulted to ns.
+func releaseObjects(c *chart.Chart, manifest, ns string) ([]Object, error) {
+	objs, err := Objects(manifest)
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		for _, crd := range c.CRDObjects() {
+			more, err := Objects(string(crd.File.Data))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", crd.Name, err)
+			}
+			objs = append(objs, more...)
+		}
+	}
+	for i := range objs {
+		if objs[i].Namespace == "" && objs[i].Kind != "CustomResourceDefinition" {
+			objs[i].Namespace = ns
+		}
+	}
+	return objs, nil
+}
+
+// UninstallOrder is the order releases are removed in: the CNI node agent
+// first, so that it sees its own DaemonSet go and cleans up the nodes while
+// ztunnel still serves the pods it redirected; then the rest in reverse
+// install order.
+func UninstallOrder() []string {
+	order := []string{"cni"}
+	for _, c := range slices.Backward(charts.Order) {
+		if c != "cni" {
+			order = append(order, c)
+		}
+	}
+	return order
+}
+
+// Uninstall removes the releases in UninstallOrder, waiting for each one's
+// pods to go, then reports what is left. With purge, it deletes the base
+// chart's CRDs too.
+func (in *Installer) Uninstall(ctx context.Context, purge bool) error {
+	for _, name := range UninstallOrder() {
+		if err := in.uninstallOne(ctx, name); err != nil {
+			return err
+		}
+	}
+	crds, err := BaseCRDNames(ctx, in.Namespace)
+	if err != nil {
+		fmt.Fprintf(in.Out, "! cannot list the base chart's CRDs: %v\n", err)
+	}
+	var present []string
+	for _, n := range crds {
+		_, err := in.Clients.Dynamic.Resource(crdGVR).Get(ctx, n, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			present = append(present, n)
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("read customresourcedefinition/%s: %w", n, err)
+		}
+	}
+	if purge {
+		for _, n := range present {
+			err := in.Clients.Dynamic.Resource(crdGVR).Delete(ctx, n, metav1.DeleteOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("delete customresourcedefinition/%s: %w", n, err)
+			}
+		}
+		if len(present) > 0 {
+			fmt.Fprintf(in.Out, "✔ %d CRDs deleted\n", len(present))
+		}
+		present = nil
+	}
+	fmt.Fprintln(in.Out, "✔ Uninstall complete")
+	fmt.Fprintf(in.Out, "Left in the cluster: namespace %s", in.Namespace)
+	if len(present) > 0 {
+		fmt.Fprintf(in.Out, "; %d CRDs of the base chart (istioctl uninstall --purge deletes them): %s", len(present), strings.Join(present, ", "))
+	}
+	fmt.Fprintln(in.Out)
+	return nil
+}
+
+func (in *Installer) uninstallOne(ctx context.Context, chartName string) error {
+	cfg, err := in.helmConfig()
+	if err != nil {
+		return err
+	}
+	relName := ReleaseName(chartName)
+	rel, err := action.NewGet(cfg).Run(relName)
+	if errors.Is(err, driver.ErrReleaseNotFound) {
+		fmt.Fprintf(in.Out, "  %s: no release %s, skipped\n", title(chartName), relName)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up release %s: %w", relName, err)
+	}
+	acc, err := release.NewAccessor(rel)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", relName, err)
+	}
+	objs, err := releaseObjects(nil, acc.Manifest(), in.Namespace)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", relName, err)
+	}
+	// Note each workload's pod selector before it is deleted.
+	sels := map[Object]string{}
+	for _, o := range objs {
+		if o.Kind != "Deployment" && o.Kind != "DaemonSet" {
+			continue
+		}
+		_, sel, err := in.progress(ctx, o)
+		if err == nil && sel != "" {
+			sels[o] = sel
+		}
+	}
+	un := action.NewUninstall(cfg)
+	un.WaitStrategy = helmkube.HookOnlyStrategy
+	un.Timeout = in.Timeout
+	un.DeletionPropagation = "background"
+	if _, err := un.Run(relName); err != nil {
+		return fmt.Errorf("uninstall release %s: %w", relName, err)
+	}
+	if err := in.waitPodsGone(ctx, relName, in.Namespace, sels); err != nil {
+		return err
+	}
+	fmt.Fprintf(in.Out, "✔ %s removed\n", title(chartName))
+	return nil
+}
+
+// BaseCRDNames lists the CRDs of the embedded base chart, from its crds/
+// directory and its rendered templates.
+func BaseCRDNames(ctx context.Context, namespace string) ([]string, error) {
+	c, err := LoadChart("base")
+	if err != nil {
+		return nil, err
+	}
+	r, err := render(ctx, c, "base", namespace, map[string]any{})
+	if err != nil {
+		return nil, err
+	}
+	objs, err := releaseObjects(c, r.Manifest, namespace)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, o := range objs {
+		if o.Kind == "CustomResourceDefinition" && !slices.Contains(names, o.Name) {
+			names = append(names, o.Name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
