@@ -16,9 +16,13 @@ export GOFLAGS := -buildvcs=false
 modversion = $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "$(1)") {print $$(i+1); exit}}' $(2))
 KUBE_VERSION    := $(call modversion,k8s.io/kubernetes,tools/kube/go.mod)
 COREDNS_VERSION := $(call modversion,github.com/coredns/coredns,tools/coredns/go.mod)
+HELM_VERSION    := $(call modversion,helm.sh/helm/v4,tools/helm/go.mod)
 KUBE_BIN        := $(CACHE)/kube/$(KUBE_VERSION)/bin
 COREDNS_BIN     := $(CACHE)/coredns/$(COREDNS_VERSION)/coredns
 STATICCHECK     := $(CACHE)/lint/staticcheck
+# The helm CLI users run, built from its Go module (the charts' tests use its SDK).
+HELM            := $(CACHE)/helm/$(HELM_VERSION)/helm
+ISTIOCTL        := $(BIN)/istioctl
 KUBECTL         := $(KUBE_BIN)/kubectl
 
 # Images: referenced by these names in the cluster and, later, the charts.
@@ -39,7 +43,7 @@ NODES         ?= 2
 CLUSTER_STATE := $(CACHE)/cluster
 KUBECONFIG_LOCAL := $(CLUSTER_STATE)/admin.kubeconfig
 export NODES CLUSTER_STATE KUBE_BIN IMAGES_DIR PAUSE_IMAGE COREDNS_IMAGE ECHO_IMAGE TOOLBOX_IMAGE \
-	PILOT_IMAGE ZTUNNEL_IMAGE INSTALL_CNI_IMAGE KUBECTL HUB TAG
+	PILOT_IMAGE ZTUNNEL_IMAGE INSTALL_CNI_IMAGE KUBECTL HUB TAG HELM ISTIOCTL
 
 DEBIAN_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack \
 	nftables iproute2 util-linux mount kmod procps tcpdump socat ethtool busybox-static \
@@ -60,7 +64,7 @@ STATIC := CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -ldflags=
 .PHONY: deps deps-debian build test unit e2e bench generate check-generate lint images cluster-up cluster-down demo clean
 
 ## deps: install every Debian package and Go-built tool the project needs (idempotent)
-deps: deps-debian $(KUBE_BIN)/.built $(COREDNS_BIN) $(STATICCHECK)
+deps: deps-debian $(KUBE_BIN)/.built $(COREDNS_BIN) $(STATICCHECK) $(HELM)
 
 deps-debian:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do \
@@ -82,6 +86,11 @@ $(COREDNS_BIN): tools/coredns/go.mod tools/coredns/go.sum
 	@echo "deps: building CoreDNS $(COREDNS_VERSION)"
 	cd tools/coredns && CGO_ENABLED=0 go build -trimpath -ldflags=-s -o $@ github.com/coredns/coredns
 
+$(HELM): tools/helm/go.mod tools/helm/go.sum
+	@echo "deps: building helm $(HELM_VERSION)"
+	cd tools/helm && CGO_ENABLED=0 go build -trimpath \
+		-ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)" -o $@ helm.sh/helm/v4/cmd/helm
+
 $(STATICCHECK): tools/lint/go.mod tools/lint/go.sum
 	cd tools/lint && go build -o $@ honnef.co/go/tools/cmd/staticcheck
 
@@ -91,6 +100,7 @@ build:
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/cluster ./tests/cluster/cmd/cluster
 	go build -o $(BIN)/imagebuild ./tools/imagebuild
+	go build -ldflags "-X github.com/ambient-mesh/mesh/pkg/version.Version=$(TAG)" -o $(ISTIOCTL) ./istioctl/cmd/istioctl
 	$(STATIC) -o $(BIN)/linux/echo ./tests/apps/echo
 	$(STATIC) -o $(BIN)/linux/pause ./tests/cluster/pause
 	$(STATIC) -o $(BIN)/linux/istiod ./istiod/cmd/istiod
@@ -119,8 +129,9 @@ images: build $(COREDNS_BIN)
 		-add $(BIN)/linux/install-cni:/usr/local/bin/install-cni \
 		-add $(BIN)/linux/istio-cni:/opt/cni/bin/istio-cni -entrypoint /usr/local/bin/install-cni
 
-## lint: go vet, staticcheck and gofmt
-lint: $(STATICCHECK)
+## lint: go vet, staticcheck, gofmt and helm lint of every chart
+lint: $(STATICCHECK) $(HELM)
+	$(HELM) lint --quiet charts/base charts/istiod charts/cni charts/ztunnel
 	go vet ./...
 	go vet -tags e2e ./tests/...
 	$(STATICCHECK) ./...
@@ -135,7 +146,7 @@ generate: deps-debian
 
 ## check-generate: fail when generated code differs from what `make generate` produces
 check-generate: generate
-	@gen="'*.pb.go' '*_bpfel.go' '*_bpfeb.go' '*_bpfel.o' '*_bpfeb.o'"; \
+	@gen="'*.pb.go' '*_bpfel.go' '*_bpfeb.go' '*_bpfel.o' '*_bpfeb.o' '*.gen.yaml'"; \
 	if ! eval git diff --quiet -- $$gen || [ -n "$$(eval git ls-files --others --exclude-standard -- $$gen)" ]; then \
 		echo "generated files are stale; run make generate and commit:"; \
 		eval git diff --stat -- $$gen; eval git ls-files --others --exclude-standard -- $$gen; exit 1; fi
@@ -185,7 +196,7 @@ cluster-up: deps build images
 cluster-down:
 	@if [ -x $(BIN)/cluster ]; then $(BIN)/cluster down; else go run ./tests/cluster/cmd/cluster down; fi
 
-## demo: the main job: local cluster, sample app, traffic shown
+## demo: the main job: local cluster, the mesh installed with helm, sample app, traffic and a report
 demo: cluster-up
 	KUBECONFIG=$(KUBECONFIG_LOCAL) go run ./tests/demo
 

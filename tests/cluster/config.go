@@ -128,3 +128,7 @@ var nodeMounts = []struct{ dir, target string }{
 	{"opt-cni-bin", "/opt/cni/bin"},
 	{"etc-kubernetes", "/etc/kubernetes"},
 }
+
+// UnderlayLink is the host's end of a node's link to the underlay bridge:
+// every packet between that node and the others crosses it.
+func (c *Config) UnderlayLink(node string) string { return nodePrefix + node }

@@ -4,25 +4,30 @@ package framework
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// IstioNamespace is where the mesh is installed, as Istio's docs do.
+const IstioNamespace = "istio-system"
+
 // MeshOptions says how InstallMesh deploys the mesh. The zero value is
 // the images the Makefile builds, the redirection mode the node agent
 // picks, and info logs.
 type MeshOptions struct {
-	// PilotImage, ZtunnelImage and InstallCNIImage default to PILOT_IMAGE,
-	// ZTUNNEL_IMAGE and INSTALL_CNI_IMAGE, else $HUB/<name>:$TAG.
-	PilotImage, ZtunnelImage, InstallCNIImage string
-	// RedirectMode is the node agent's -redirect-mode: auto, ebpf or nftables.
+	// Hub and Tag of the mesh's images (global.hub, global.tag); default
+	// HUB and TAG, else localhost/mesh and dev, as `make images` builds them.
+	Hub, Tag string
+	// RedirectMode is the cni chart's ambient.redirectMode: auto, ebpf or
+	// nftables.
 	RedirectMode string
 	// LogLevel of every component: debug, info, warn or error.
 	LogLevel string
@@ -30,310 +35,30 @@ type MeshOptions struct {
 	DNSCapture bool
 }
 
-// Mesh is the mesh installed by InstallMesh: istiod (Deployment and
-// Service "istiod"), ztunnel and istio-cni-node (DaemonSets), all in
-// Namespace.
+// Mesh is the mesh installed by InstallMesh: the istiod, istio-cni and
+// ztunnel Helm releases (Deployment istiod, DaemonSets istio-cni-node and
+// ztunnel) in Namespace, istio-system.
 type Mesh struct {
 	Namespace *Namespace
 	cluster   *Cluster
-	// prefix names the cluster-scoped RBAC objects of this install.
-	prefix  string
-	removed bool
+	removed   bool
 }
 
-// meshValues fills meshTemplate.
-type meshValues struct {
-	Namespace, Prefix                         string
-	PilotImage, ZtunnelImage, InstallCNIImage string
-	RedirectMode, LogLevel                    string
-	DNSCapture                                bool
-}
+// Release is one Helm release of the mesh: the chart under charts/ and
+// the release name Istio's Helm docs use for it.
+type Release struct{ Name, Chart string }
 
-// meshTemplate is the mesh's YAML, shaped like Istio's ambient profile:
-// istiod serves xDS and the CA on 15012 as istiod.<namespace>.svc; the
-// node agent runs privileged in the node's network and PID namespaces
-// with the node's CNI dirs mounted under /host; ztunnel runs in a pod
-// network of its own and gets the pods' network namespaces over ZDS on a
-// node directory it shares with the agent.
-var meshTemplate = template.Must(template.New("mesh").Parse(`apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: istiod
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: ztunnel
----
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: istio-cni
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {{.Prefix}}-istiod
-rules:
-- apiGroups: [""]
-  resources: [pods, services, namespaces, nodes, endpoints, configmaps]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [configmaps]
-  verbs: [create, update, patch]
-- apiGroups: [""]
-  resources: [events]
-  verbs: [create, patch]
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [get, list, watch]
-- apiGroups: [authentication.k8s.io]
-  resources: [tokenreviews]
-  verbs: [create]
-- apiGroups: [security.istio.io, networking.istio.io, gateway.networking.k8s.io]
-  resources: ["*"]
-  verbs: [get, list, watch]
-- apiGroups: [security.istio.io, networking.istio.io, gateway.networking.k8s.io]
-  resources: ["*/status"]
-  verbs: [update, patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {{.Prefix}}-istiod
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {{.Prefix}}-istiod}
-subjects:
-- {kind: ServiceAccount, name: istiod, namespace: {{.Namespace}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata:
-  name: istiod
-rules:
-# The CA's key pair lives in a Secret of istiod's own namespace.
-- apiGroups: [""]
-  resources: [secrets]
-  verbs: [get, list, watch, create, update]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata:
-  name: istiod
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: istiod}
-subjects:
-- {kind: ServiceAccount, name: istiod, namespace: {{.Namespace}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {{.Prefix}}-istio-cni
-rules:
-- apiGroups: [""]
-  resources: [pods]
-  verbs: [get, list, watch, patch]
-- apiGroups: [""]
-  resources: [namespaces]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [events]
-  verbs: [create, patch]
-# To tell an uninstall (its DaemonSet gone) from a restart.
-- apiGroups: [apps]
-  resources: [daemonsets]
-  verbs: [get]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {{.Prefix}}-istio-cni
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {{.Prefix}}-istio-cni}
-subjects:
-- {kind: ServiceAccount, name: istio-cni, namespace: {{.Namespace}}}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: istiod
-  labels: {app: istiod}
-spec:
-  selector: {app: istiod}
-  ports:
-  - {name: grpc-xds, port: 15010, targetPort: 15010}
-  - {name: https-dns, port: 15012, targetPort: 15012}
-  - {name: http-monitoring, port: 15014, targetPort: 15014}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: istiod
-  labels: {app: istiod}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {app: istiod}
-  template:
-    metadata:
-      labels: {app: istiod}
-    spec:
-      serviceAccountName: istiod
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: discovery
-        image: {{.PilotImage}}
-        imagePullPolicy: IfNotPresent
-        args:
-        - -namespace={{.Namespace}}
-        - -node-accounts={{.Namespace}}/ztunnel
-        # Only this install's namespace gets the root certificate
-        # ConfigMap, so another istiod in the cluster (a test's own) does
-        # not fight over the others.
-        - -root-namespace-selector=mesh.e2e/install={{.Namespace}}
-        - -log-level={{.LogLevel}}
-        ports:
-        - {name: grpc-xds, containerPort: 15010}
-        - {name: https-dns, containerPort: 15012}
-        - {name: http-ready, containerPort: 8080}
-        - {name: http-monitoring, containerPort: 15014}
-        readinessProbe:
-          httpGet: {path: /ready, port: 8080}
-          periodSeconds: 2
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: istio-cni-node
-  labels: {app: istio-cni-node}
-spec:
-  selector:
-    matchLabels: {app: istio-cni-node}
-  template:
-    metadata:
-      labels: {app: istio-cni-node}
-    spec:
-      serviceAccountName: istio-cni
-      hostNetwork: true
-      # The agent finds running pods' network namespaces through /proc.
-      hostPID: true
-      dnsPolicy: ClusterFirstWithHostNet
-      terminationGracePeriodSeconds: 5
-      tolerations:
-      - operator: Exists
-      containers:
-      - name: install-cni
-        image: {{.InstallCNIImage}}
-        imagePullPolicy: IfNotPresent
-        args:
-        - -cni-net-dir=/host/etc/cni/net.d
-        - -cni-bin-dir=/host/opt/cni/bin
-        - -redirect-mode={{.RedirectMode}}
-        - -log-level={{.LogLevel}}
-        - -dns-capture={{.DNSCapture}}
-        env:
-        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
-        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-        - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-        readinessProbe:
-          httpGet: {path: /readyz, port: 8000}
-          periodSeconds: 2
-        securityContext:
-          privileged: true
-        volumeMounts:
-        - {name: cni-net-dir, mountPath: /host/etc/cni/net.d}
-        - {name: cni-bin-dir, mountPath: /host/opt/cni/bin}
-        - {name: cni-run, mountPath: /var/run/istio-cni}
-        - {name: ztunnel-run, mountPath: /var/run/ztunnel}
-        # Sandboxes created after the agent started bind their netns
-        # handles here; HostToContainer lets the agent open them.
-        - {name: netns, mountPath: /var/run/netns, mountPropagation: HostToContainer}
-      volumes:
-      - {name: cni-net-dir, hostPath: {path: /etc/cni/net.d}}
-      - {name: cni-bin-dir, hostPath: {path: /opt/cni/bin}}
-      - {name: cni-run, hostPath: {path: /var/run/istio-cni, type: DirectoryOrCreate}}
-      - {name: ztunnel-run, hostPath: {path: /var/run/ztunnel, type: DirectoryOrCreate}}
-      - {name: netns, hostPath: {path: /var/run/netns, type: DirectoryOrCreate}}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: ztunnel
-  labels: {app: ztunnel}
-spec:
-  selector:
-    matchLabels: {app: ztunnel}
-  template:
-    metadata:
-      labels: {app: ztunnel}
-    spec:
-      serviceAccountName: ztunnel
-      terminationGracePeriodSeconds: 5
-      tolerations:
-      - operator: Exists
-      containers:
-      - name: istio-proxy
-        image: {{.ZtunnelImage}}
-        imagePullPolicy: IfNotPresent
-        args:
-        - --xds-address=istiod.{{.Namespace}}.svc:15012
-        - --xds-server-name=istiod.{{.Namespace}}.svc
-        - --root-cert=/var/run/secrets/istio/root-cert.pem
-        - --token-path=/var/run/secrets/tokens/istio-token
-        - --zds-socket=/var/run/ztunnel/ztunnel.sock
-        - --log-level={{.LogLevel}}
-        env:
-        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
-        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-        - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
-        - {name: INSTANCE_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
-        ports:
-        - {name: http-ready, containerPort: 15021}
-        - {name: http-metrics, containerPort: 15020}
-        readinessProbe:
-          httpGet: {path: /healthz/ready, port: 15021}
-          periodSeconds: 2
-        # Listeners inside other pods' network namespaces (setns) with
-        # transparent sockets; no CAP_SYS_RESOURCE, which this cluster's
-        # runtime cannot grant.
-        securityContext:
-          privileged: false
-          capabilities:
-            drop: [ALL]
-            add: [NET_ADMIN, SYS_ADMIN, NET_RAW]
-        volumeMounts:
-        - {name: ztunnel-run, mountPath: /var/run/ztunnel}
-        - {name: istiod-ca, mountPath: /var/run/secrets/istio, readOnly: true}
-        - {name: istio-token, mountPath: /var/run/secrets/tokens, readOnly: true}
-      volumes:
-      - {name: ztunnel-run, hostPath: {path: /var/run/ztunnel, type: DirectoryOrCreate}}
-      - name: istiod-ca
-        configMap: {name: istio-ca-root-cert}
-      - name: istio-token
-        projected:
-          sources:
-          - serviceAccountToken: {audience: istio-ca, expirationSeconds: 43200, path: istio-token}
-`))
-
-// MeshYAML renders the mesh's manifests for a namespace; prefix names its
-// cluster-scoped RBAC objects.
-func MeshYAML(namespace, prefix string, o MeshOptions) (string, error) {
-	var b strings.Builder
-	err := meshTemplate.Execute(&b, meshValues{
-		Namespace: namespace, Prefix: prefix,
-		PilotImage: o.PilotImage, ZtunnelImage: o.ZtunnelImage, InstallCNIImage: o.InstallCNIImage,
-		RedirectMode: o.RedirectMode, LogLevel: o.LogLevel, DNSCapture: o.DNSCapture,
-	})
-	return b.String(), err
-}
+// Releases are the mesh's releases in install order; uninstall goes in
+// reverse, except that the node agent goes first (see Remove).
+var Releases = []Release{{"istio-base", "base"}, {"istiod", "istiod"}, {"istio-cni", "cni"}, {"ztunnel", "ztunnel"}}
 
 func (o MeshOptions) withDefaults() MeshOptions {
-	image := func(v, envName, name string) string {
-		if v != "" {
-			return v
-		}
-		return env(envName, env("HUB", "localhost/mesh")+"/"+name+":"+env("TAG", "dev"))
+	if o.Hub == "" {
+		o.Hub = env("HUB", "localhost/mesh")
 	}
-	o.PilotImage = image(o.PilotImage, "PILOT_IMAGE", "pilot")
-	o.ZtunnelImage = image(o.ZtunnelImage, "ZTUNNEL_IMAGE", "ztunnel")
-	o.InstallCNIImage = image(o.InstallCNIImage, "INSTALL_CNI_IMAGE", "install-cni")
+	if o.Tag == "" {
+		o.Tag = env("TAG", "dev")
+	}
 	if o.RedirectMode == "" {
 		o.RedirectMode = "auto"
 	}
@@ -343,92 +68,135 @@ func (o MeshOptions) withDefaults() MeshOptions {
 	return o
 }
 
-// meshWorkloads are what InstallMesh waits for, in the order they become
-// ready: ztunnel needs istiod's xDS and the agent's ZDS snapshot.
-var meshWorkloads = []string{"deployment/istiod", "daemonset/istio-cni-node", "daemonset/ztunnel"}
+// HelmValues are the --set flags of a chart for these options.
+func (o MeshOptions) HelmValues(chart string) []string {
+	o = o.withDefaults()
+	common := []string{"global.hub=" + o.Hub, "global.tag=" + o.Tag}
+	switch chart {
+	case "istiod":
+		return append(common, "profile=ambient", "global.logging.level="+o.LogLevel)
+	case "cni":
+		return append(common, "profile=ambient", "ambient.redirectMode="+o.RedirectMode,
+			"logging.level="+o.LogLevel, fmt.Sprintf("ambient.dnsCapture=%t", o.DNSCapture))
+	case "ztunnel":
+		return append(common, "logLevel="+o.LogLevel)
+	}
+	return nil
+}
 
-// InstallMesh deploys the mesh into a new namespace (with the Istio and
-// Gateway API CRDs) and waits until istiod, the node agent on every node
-// and ztunnel on every node are ready. On failure it prints the
-// namespace's pods, events and logs. The mesh is removed when the test
-// ends, or earlier by Remove.
+// Helm runs the helm CLI (HELM, else the one `make deps` builds) against
+// the cluster and returns its combined output.
+func (c *Cluster) Helm(ctx context.Context, args ...string) (string, error) {
+	bin := os.Getenv("HELM")
+	if bin == "" {
+		found, _ := filepath.Glob(filepath.Join(repoRoot(), ".cache", "helm", "*", "helm"))
+		if len(found) == 0 {
+			return "", fmt.Errorf("no helm CLI: set HELM or run make deps")
+		}
+		bin = found[len(found)-1]
+	}
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("helm %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// ChartPath is the directory of one of the project's charts.
+func ChartPath(chart string) string { return filepath.Join(repoRoot(), "charts", chart) }
+
+// HelmInstall installs (or upgrades) one release of the mesh from the
+// project's chart with helm, waiting for its objects to be ready.
+func (c *Cluster) HelmInstall(ctx context.Context, r Release, o MeshOptions) error {
+	args := []string{"upgrade", "--install", r.Name, ChartPath(r.Chart), "-n", IstioNamespace,
+		"--create-namespace", "--wait", "--timeout", "3m"}
+	for _, v := range o.HelmValues(r.Chart) {
+		args = append(args, "--set", v)
+	}
+	_, err := c.Helm(ctx, args...)
+	return err
+}
+
+// SystemNamespace is the mesh's namespace, for its pods, logs and dumps;
+// the tests never delete it.
+func (c *Cluster) SystemNamespace() *Namespace { return &Namespace{Name: IstioNamespace, cluster: c} }
+
+// InstallMesh installs the mesh with helm as docs/install.md tells a user
+// (istio-base, istiod, istio-cni, ztunnel into istio-system) and waits
+// until istiod, the node agent on every node and ztunnel on every node
+// are ready. On failure it prints the namespace's pods, events and logs.
+// The releases other than istio-base (shared, with the CRDs) are removed
+// when the test ends, or earlier by Remove.
 //
 // The node agent is node-wide (it adds the istio-cni plugin to every
 // node's CNI config), so only one mesh may be installed at a time.
 func (c *Cluster) InstallMesh(t testing.TB, o MeshOptions) *Mesh {
 	t.Helper()
 	c.InstallCRDs(t)
-	o = o.withDefaults()
-	ns := c.NewNamespace(t, "mesh", nil)
-	// The label lets istiod's root certificate publisher pick out its
-	// own namespace (see -root-namespace-selector in the template).
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := c.Kubectl(ctx, "", "label", "namespace", ns.Name, "mesh.e2e/install="+ns.Name); err != nil {
-		t.Fatalf("label namespace: %v", err)
-	}
-	m := &Mesh{Namespace: ns, cluster: c, prefix: ns.Name}
-	yaml, err := MeshYAML(ns.Name, m.prefix, o)
-	if err != nil {
-		t.Fatalf("render mesh manifests: %v", err)
-	}
-	// Registered after the namespace's own cleanup, so it runs first:
-	// the node agent must see its DaemonSet go while it can still ask.
+	m := &Mesh{Namespace: c.SystemNamespace(), cluster: c}
 	t.Cleanup(func() { m.Remove(t) })
-	ns.Apply(t, yaml)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for _, r := range Releases[1:] {
+		if err := c.HelmInstall(ctx, r, o); err != nil {
+			t.Fatalf("install %s: %v\n%s", r.Name, err, m.Namespace.Dump())
+		}
+	}
 	for _, w := range meshWorkloads {
-		ns.WaitRollout(t, w, 3*time.Minute)
+		m.Namespace.WaitRollout(t, w, 3*time.Minute)
 	}
 	return m
 }
 
-// Remove uninstalls the mesh: the node agents first, so that each, seeing
-// its DaemonSet gone, takes the istio-cni plugin out of its node's CNI
-// config (else every new pod would fail closed), then ztunnel and istiod,
-// then the cluster-scoped RBAC. The namespace itself goes with the test.
-// Calling it again does nothing.
+// meshWorkloads are what InstallMesh waits for, in the order they become
+// ready: ztunnel needs istiod's xDS and the agent's ZDS snapshot.
+var meshWorkloads = []string{"deployment/istiod", "daemonset/istio-cni-node", "daemonset/ztunnel"}
+
+// Remove uninstalls the mesh's releases: the node agents first, so that
+// each, seeing its DaemonSet gone, takes the istio-cni plugin out of its
+// node's CNI config (else every new pod would fail closed), then ztunnel
+// and istiod. istio-base stays. Calling it again does nothing.
 func (m *Mesh) Remove(t testing.TB) {
 	t.Helper()
 	if m.removed {
 		return
 	}
 	m.removed = true
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	ns := m.Namespace
-	var failures []string
-	for _, app := range []string{"istio-cni-node", "ztunnel", "istiod"} {
-		kind := "daemonset/"
-		if app == "istiod" {
-			kind = "deployment/"
-		}
-		if _, err := m.cluster.Kubectl(ctx, "", "delete", "-n", ns.Name, kind+app, "--ignore-not-found"); err != nil {
-			failures = append(failures, err.Error())
-			continue
-		}
-		if err := m.waitPodsGone(ctx, app); err != nil {
-			failures = append(failures, err.Error())
-		}
-	}
-	if left := m.pluginLeft(); len(left) > 0 {
-		failures = append(failures, fmt.Sprintf("the istio-cni plugin is still in %s: new pods there will fail until it is removed", strings.Join(left, ", ")))
-	}
-	for _, kind := range []string{"clusterrolebinding", "clusterrole"} {
-		for _, name := range []string{m.prefix + "-istiod", m.prefix + "-istio-cni"} {
-			if _, err := m.cluster.Kubectl(ctx, "", "delete", kind, name, "--ignore-not-found"); err != nil {
-				failures = append(failures, err.Error())
-			}
-		}
-	}
-	if len(failures) > 0 {
-		t.Errorf("remove the mesh from %s:\n%s\n%s", ns.Name, strings.Join(failures, "\n"), ns.Dump())
+	if err := m.cluster.UninstallMesh(context.Background()); err != nil {
+		t.Errorf("remove the mesh: %v\n%s", err, m.Namespace.Dump())
 	}
 }
 
+// UninstallMesh removes the istio-cni, ztunnel and istiod releases (those
+// that exist), waits for their pods to be gone and checks that no node's
+// CNI config still names the plugin.
+func (c *Cluster) UninstallMesh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	var failures []string
+	for _, r := range []struct{ release, app string }{{"istio-cni", "istio-cni-node"}, {"ztunnel", "ztunnel"}, {"istiod", "istiod"}} {
+		if _, err := c.Helm(ctx, "uninstall", r.release, "-n", IstioNamespace, "--ignore-not-found", "--wait", "--timeout", "2m"); err != nil {
+			failures = append(failures, err.Error())
+			continue
+		}
+		if err := c.waitPodsGone(ctx, r.app); err != nil {
+			failures = append(failures, err.Error())
+		}
+	}
+	if left := c.pluginLeft(); len(left) > 0 {
+		failures = append(failures, fmt.Sprintf("the istio-cni plugin is still in %s: new pods there will fail until it is removed", strings.Join(left, ", ")))
+	}
+	if len(failures) > 0 {
+		return errors.New(strings.Join(failures, "\n"))
+	}
+	return nil
+}
+
 // waitPodsGone waits until no pod of the component is left.
-func (m *Mesh) waitPodsGone(ctx context.Context, app string) error {
+func (c *Cluster) waitPodsGone(ctx context.Context, app string) error {
 	for {
-		list, err := m.cluster.Client.CoreV1().Pods(m.Namespace.Name).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		list, err := c.Client.CoreV1().Pods(IstioNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
 		if err == nil && len(list.Items) == 0 {
 			return nil
 		}
@@ -446,11 +214,11 @@ func (m *Mesh) waitPodsGone(ctx context.Context, app string) error {
 
 // pluginLeft lists the local cluster's CNI config files that still name
 // the istio-cni plugin; it knows nothing of other clusters.
-func (m *Mesh) pluginLeft() []string {
-	if m.cluster.local == nil {
+func (c *Cluster) pluginLeft() []string {
+	if c.local == nil {
 		return nil
 	}
-	confs, _ := filepath.Glob(filepath.Join(m.cluster.local.StateDir, "nodes", "*", "etc-cni-net.d", "*.conflist"))
+	confs, _ := filepath.Glob(filepath.Join(c.local.StateDir, "nodes", "*", "etc-cni-net.d", "*.conflist"))
 	var left []string
 	for _, f := range confs {
 		if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), `"istio-cni"`) {

@@ -1,0 +1,505 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/ambient-mesh/mesh/tests/apps/echo/echo"
+	"github.com/ambient-mesh/mesh/tests/framework"
+)
+
+// TestL4Mesh is the user's day 1, on the local cluster: the mesh installed
+// with the helm CLI as docs/install.md says, a namespace labelled ambient,
+// and its traffic mutually authenticated and encrypted between nodes,
+// counted in ztunnel's metrics, and governed by PeerAuthentication and
+// AuthorizationPolicy, with no change to the apps; then the same with
+// `istioctl install`.
+func TestL4Mesh(t *testing.T) {
+	c := framework.Get(t)
+	mesh := c.InstallMesh(t, framework.MeshOptions{})
+	app := c.NewNamespace(t, "l4", nil)
+	outside := c.NewNamespace(t, "outside", nil)
+	ctx := t.Context()
+
+	app.Apply(t, c.EchoServer("server", "v1", 2))
+	app.Apply(t, c.EchoClient("client", "client"))
+	app.Apply(t, c.EchoClient("other", "other"))
+	outside.Apply(t, c.EchoClient("outsider", "outsider"))
+	for _, d := range []string{"server", "client", "other"} {
+		app.WaitRollout(t, "deployment/"+d, 3*time.Minute)
+	}
+	outside.WaitRollout(t, "deployment/outsider", 3*time.Minute)
+	app.WaitEndpoints(t, "server", 2, time.Minute)
+
+	l := &l4{t: t, c: c, mesh: mesh, app: app}
+	client := app.Pods(t, "app=client")[0]
+	other := app.Pods(t, "app=other")[0].Name
+	outsider := outside.Pods(t, "app=outsider")[0].Name
+	// The server replica on another node than the client's: traffic to it
+	// crosses the underlay.
+	var remote corev1.Pod
+	for _, p := range app.Pods(t, "app=server") {
+		if p.Spec.NodeName != client.Spec.NodeName {
+			remote = p
+		}
+	}
+	if remote.Name == "" {
+		t.Fatalf("no server replica on a node other than the client's (%s)\n%s", client.Spec.NodeName, app.Dump())
+	}
+	url := "http://server." + app.Name + ".svc.cluster.local/"
+	id := func(sa string) string { return "spiffe://cluster.local/ns/" + app.Name + "/sa/" + sa }
+
+	waitUntil(t, "the server reachable before enrollment", time.Minute, func() bool {
+		return app.Send(t, client.Name, url, 3).OK == 3
+	}, l.diagnose)
+	before := map[string]corev1.Pod{}
+	for _, p := range app.Pods(t, "") {
+		before[p.Name] = p
+	}
+
+	t.Run("labelling captures the running pods without restarting them", func(t *testing.T) {
+		l.label(ctx, app.Name, `"ambient"`)
+		waitUntil(t, "every pod annotated as captured", 90*time.Second, l.annotated(true), l.diagnose)
+		for _, p := range app.Pods(t, "") {
+			b, ok := before[p.Name]
+			if !ok {
+				t.Errorf("pod %s is new: labelling replaced a pod", p.Name)
+				continue
+			}
+			if restarts(p) != restarts(b) {
+				t.Errorf("pod %s restarted when captured: %d restarts, had %d", p.Name, restarts(p), restarts(b))
+			}
+		}
+		s := app.Send(t, client.Name, url, 20)
+		if s.OK != 20 {
+			t.Fatalf("%d of 20 requests by service name ok: %v\n%s", s.OK, s.ErrorSamples, l.diagnose())
+		}
+		if s.ByPod[remote.Name] == 0 {
+			t.Errorf("none of 20 requests reached %s, the replica on the other node: %v", remote.Name, s.ByPod)
+		}
+		// The server's ztunnel received them as HBONE over mutual TLS.
+		l.waitMetric(t, remote.Spec.NodeName, "an inbound mutual TLS connection from the client", map[string]string{
+			"reporter": "destination", "source_principal": id("client"), "destination_principal": id("default"),
+			"connection_security_policy": "mutual_tls", "response_flags": "-",
+		})
+	})
+
+	t.Run("between nodes the wire carries TLS to 15008, never the payload", func(t *testing.T) {
+		marker := "l4-payload-" + randomHex(8)
+		capture := c.CaptureUnderlay(t, client.Spec.NodeName, "tcp")
+		direct := fmt.Sprintf("http://%s:8080/%s", remote.Status.PodIP, marker)
+		if s := app.Send(t, client.Name, direct, 5); s.OK != 5 {
+			t.Fatalf("%d of 5 requests to %s ok: %v\n%s", s.OK, remote.Name, s.ErrorSamples, l.diagnose())
+		}
+		pcap := capture.Stop()
+		if bytes.Contains(pcap, []byte(marker)) {
+			t.Errorf("the payload %q crossed the underlay in clear", marker)
+		}
+		// Segments to 15008 that start a TLS record: handshakes (0x16) only
+		// if ztunnel opened a new connection meanwhile (it pools them per
+		// peer), application data (0x17) always.
+		hs := packets(t, pcap, "tcp dst port 15008 and tcp[((tcp[12:1] & 0xf0) >> 2):1] = 0x16")
+		data := packets(t, pcap, "tcp dst port 15008 and tcp[((tcp[12:1] & 0xf0) >> 2):1] = 0x17")
+		plain := packets(t, pcap, "tcp port 8080")
+		if data == 0 {
+			t.Errorf("the capture has no TLS application data record to port 15008")
+		}
+		if plain != 0 {
+			t.Errorf("the capture has %d packets to or from the app's port 8080", plain)
+		}
+		t.Logf("underlay capture: %d bytes; TLS to 15008: %d handshake, %d data packets; to 8080: %d", len(pcap), hs, data, plain)
+	})
+
+	t.Run("PERMISSIVE admits plaintext from outside the mesh, STRICT refuses it", func(t *testing.T) {
+		if s := outside.Send(t, outsider, url, 3); s.OK != 3 {
+			t.Fatalf("under PERMISSIVE, %d of 3 requests from outside the mesh ok: %v\n%s", s.OK, s.ErrorSamples, l.diagnose())
+		}
+		app.Apply(t, "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict}\nspec:\n  mtls: {mode: STRICT}\n")
+		waitUntil(t, "plaintext from outside the mesh refused", time.Minute, func() bool {
+			return outside.Send(t, outsider, url, 3, "--timeout", "2s").OK == 0
+		}, l.diagnose)
+		if s := app.Send(t, client.Name, url, 5); s.OK != 5 {
+			t.Errorf("under STRICT, %d of 5 requests from inside the mesh ok: %v", s.OK, s.ErrorSamples)
+		}
+		l.delete(ctx, "peerauthentication", "strict")
+		waitUntil(t, "plaintext admitted again once the policy is gone", time.Minute, func() bool {
+			return outside.Send(t, outsider, url, 3).OK == 3
+		}, l.diagnose)
+	})
+
+	t.Run("an L4 AuthorizationPolicy admits one service account and refuses another", func(t *testing.T) {
+		app.Apply(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-client}
+spec:
+  selector:
+    matchLabels: {app: server}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/%s/sa/client]
+`, app.Name))
+		waitUntil(t, "the other service account refused", time.Minute, func() bool {
+			return app.Send(t, other, url, 3, "--timeout", "2s").OK == 0
+		}, l.diagnose)
+		if s := app.Send(t, client.Name, url, 5); s.OK != 5 {
+			t.Errorf("the allowed client: %d of 5 requests ok: %v\n%s", s.OK, s.ErrorSamples, l.diagnose())
+		}
+		l.waitMetric(t, "", "the refusal counted with response_flags DENY", map[string]string{
+			"reporter": "destination", "source_principal": id("other"), "response_flags": "DENY",
+		})
+		waitUntil(t, "the refusal in ztunnel's access log", 30*time.Second, func() bool {
+			for _, logs := range mesh.Logs(t, "ztunnel") {
+				for line := range strings.SplitSeq(logs, "\n") {
+					if strings.Contains(line, `"connection refused"`) && strings.Contains(line, `"src_identity":"`+id("other")+`"`) &&
+						strings.Contains(line, `"response_flags":"DENY"`) {
+						return true
+					}
+				}
+			}
+			return false
+		}, l.diagnose)
+		l.delete(ctx, "authorizationpolicy", "only-client")
+		waitUntil(t, "the other service account admitted once the policy is gone", time.Minute, func() bool {
+			return app.Send(t, other, url, 3).OK == 3
+		}, l.diagnose)
+	})
+
+	t.Run("a ztunnel upgrade drops no new connection", func(t *testing.T) {
+		// The client opens a new connection per request all through a
+		// rolling restart of ztunnel: on each node the new ztunnel is
+		// ready beside the old one (maxSurge 1) before the old one drains.
+		type result struct {
+			s   echo.Summary
+			err error
+			end time.Time
+		}
+		done := make(chan result, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			out, err := app.Exec(ctx, client.Name, "", "/usr/local/bin/echo", "client", "--url", url, "--count", "4000", "--timeout", "2s")
+			var s echo.Summary
+			if jerr := json.Unmarshal([]byte(out), &s); jerr != nil {
+				err = fmt.Errorf("%v (output %.500q)", err, out)
+			}
+			done <- result{s, err, time.Now()}
+		}()
+		start := time.Now()
+		if _, err := c.Kubectl(ctx, "", "rollout", "restart", "-n", framework.IstioNamespace, "daemonset/ztunnel"); err != nil {
+			t.Fatal(err)
+		}
+		mesh.Namespace.WaitRollout(t, "daemonset/ztunnel", 2*time.Minute)
+		rolled := time.Since(start)
+		r := <-done
+		if r.err != nil && r.s.Total == 0 {
+			t.Fatalf("the echo client gave no summary, its requests failing or hanging while ztunnel rolled out: %v\n%s", r.err, l.diagnose())
+		}
+		if took := r.end.Sub(start); took < rolled {
+			t.Errorf("the traffic (%s) ended before the rollout did (%s): send more requests", took.Round(time.Millisecond), rolled.Round(time.Millisecond))
+		}
+		if r.s.OK != r.s.Total {
+			t.Errorf("%d of %d requests failed while ztunnel rolled out: %v\n%s", r.s.Total-r.s.OK, r.s.Total, r.s.ErrorSamples, l.diagnose())
+		}
+		t.Logf("%d requests during a %s ztunnel rollout, %d failed", r.s.Total, rolled.Round(time.Millisecond), r.s.Total-r.s.OK)
+	})
+
+	t.Run("removing the label restores plain traffic", func(t *testing.T) {
+		l.label(ctx, app.Name, "null")
+		waitUntil(t, "every pod released", 90*time.Second, l.annotated(false), l.diagnose)
+		marker := "l4-plain-" + randomHex(8)
+		capture := c.CaptureUnderlay(t, client.Spec.NodeName, "tcp")
+		direct := fmt.Sprintf("http://%s:8080/%s", remote.Status.PodIP, marker)
+		s := app.Send(t, client.Name, direct, 3)
+		pcap := capture.Stop()
+		if s.OK != 3 {
+			t.Fatalf("%d of 3 plain requests ok: %v\n%s", s.OK, s.ErrorSamples, l.diagnose())
+		}
+		if !bytes.Contains(pcap, []byte(marker)) {
+			t.Errorf("the released client's payload %q is not on the wire: is it still tunnelled?", marker)
+		}
+		if n := packets(t, pcap, "tcp port 15008"); n != 0 {
+			t.Errorf("%d packets to or from 15008 after release", n)
+		}
+		if s.First != nil && !strings.HasPrefix(s.First.ClientAddr, client.Status.PodIP+":") {
+			t.Errorf("the server saw the client as %s, want its pod IP %s", s.First.ClientAddr, client.Status.PodIP)
+		}
+	})
+
+	t.Run("istioctl install gives the same mesh", func(t *testing.T) {
+		istioctl := buildCommand(t, "istioctl", "github.com/ambient-mesh/mesh/istioctl/cmd/istioctl")
+		run := func(timeout time.Duration, args ...string) string {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, istioctl, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+			cmd.Stdin = nil
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("istioctl %s: %v\n%s\n%s", strings.Join(args, " "), err, out, l.diagnose())
+			}
+			return string(out)
+		}
+		// A cluster without the mesh: the Helm releases gone, base too
+		// (its CRDs stay, as they do for a user).
+		mesh.Remove(t)
+		if _, err := c.Helm(ctx, "uninstall", "istio-base", "-n", framework.IstioNamespace, "--wait"); err != nil {
+			t.Fatal(err)
+		}
+		hub, tag := env("HUB", "localhost/mesh"), env("TAG", "dev")
+		out := run(8*time.Minute, "install", "-y", "--set", "profile=ambient", "--set", "hub="+hub, "--set", "tag="+tag)
+		t.Logf("istioctl install:\n%s", out)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, istioctl, "--kubeconfig", c.Kubeconfig, "uninstall", "-y").CombinedOutput()
+			if err != nil {
+				t.Errorf("istioctl uninstall: %v\n%s", err, out)
+			}
+			// InstallCRDs's istio-base, for the suites that follow.
+			if err := c.HelmInstall(ctx, framework.Releases[0], framework.MeshOptions{}); err != nil {
+				t.Errorf("reinstall istio-base: %v", err)
+			}
+		})
+		list, err := c.Helm(ctx, "list", "-n", framework.IstioNamespace, "--deployed", "-q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range framework.Releases {
+			if !regexp.MustCompile(`(?m)^` + r.Name + `$`).MatchString(list) {
+				t.Errorf("helm list shows no deployed release %s after istioctl install:\n%s", r.Name, list)
+			}
+		}
+
+		l.label(ctx, app.Name, `"ambient"`)
+		waitUntil(t, "every pod captured again", 90*time.Second, l.annotated(true), l.diagnose)
+		waitUntil(t, "traffic through the istioctl-installed mesh", time.Minute, func() bool {
+			return app.Send(t, client.Name, url, 10).OK == 10
+		}, l.diagnose)
+		l.waitMetric(t, remote.Spec.NodeName, "an inbound mutual TLS connection from the client", map[string]string{
+			"reporter": "destination", "source_principal": id("client"), "connection_security_policy": "mutual_tls",
+		})
+		// Both ztunnels are connected to istiod and in sync.
+		waitUntil(t, "istioctl proxy-status listing every ztunnel in sync", time.Minute, func() bool {
+			status := run(time.Minute, "proxy-status")
+			for node, pod := range l.mesh.Pods(t, "ztunnel") {
+				if !regexp.MustCompile(`(?m)^` + pod + `\S*\s.*SYNCED`).MatchString(status) {
+					t.Logf("ztunnel %s on %s not in sync yet:\n%s", pod, node, status)
+					return false
+				}
+			}
+			return true
+		}, l.diagnose)
+		if v := run(time.Minute, "version"); !strings.Contains(v, tag) {
+			t.Errorf("istioctl version does not show the installed tag %s:\n%s", tag, v)
+		}
+		workloads := run(time.Minute, "ztunnel-config", "workloads", "--node", client.Spec.NodeName, "--workload-namespace", app.Name)
+		for _, p := range []string{client.Name, remote.Name} {
+			if !regexp.MustCompile(`(?m)^` + app.Name + `\s+` + p + `\s.*\sHBONE\s*$`).MatchString(workloads) {
+				t.Errorf("istioctl ztunnel-config workloads does not list %s with protocol HBONE:\n%s", p, workloads)
+			}
+		}
+	})
+}
+
+// l4 holds what TestL4Mesh's steps share.
+type l4 struct {
+	t    *testing.T
+	c    *framework.Cluster
+	mesh *framework.Mesh
+	app  *framework.Namespace
+}
+
+func (l *l4) label(ctx context.Context, ns, value string) {
+	l.t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, dataplaneLabel, value)
+	if _, err := l.c.Client.CoreV1().Namespaces().Patch(ctx, ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+func (l *l4) annotated(want bool) func() bool {
+	return func() bool {
+		for _, p := range l.app.Pods(l.t, "") {
+			if (p.Annotations[redirectAnno] == "enabled") != want {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func (l *l4) delete(ctx context.Context, kind, name string) {
+	l.t.Helper()
+	if _, err := l.c.Kubectl(ctx, "", "delete", "-n", l.app.Name, kind, name); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// diagnose is what a person needs when the mesh misbehaves: the app
+// namespace, the mesh's pods and logs, and each ztunnel's config dump.
+func (l *l4) diagnose() string {
+	var b strings.Builder
+	b.WriteString(diagnose(l.t, l.mesh, l.app))
+	for node, pod := range l.mesh.Pods(l.t, "ztunnel") {
+		fmt.Fprintf(&b, "--- config dump of %s on %s\n%.6000s\n", pod, node, configDump(l.c, pod))
+	}
+	return b.String()
+}
+
+// configDump reads a ztunnel's config dump from its admin port, which
+// listens on localhost in its pod, through kubectl port-forward; on
+// failure it says why instead.
+func configDump(c *framework.Cluster, pod string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, c.KubectlBin, "--kubeconfig", c.Kubeconfig, "-n", framework.IstioNamespace, "port-forward", "pod/"+pod, ":15000")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err.Error()
+	}
+	if err := cmd.Start(); err != nil {
+		return err.Error()
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	var local string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		// "Forwarding from 127.0.0.1:41231 -> 15000"
+		if _, err := fmt.Sscanf(sc.Text(), "Forwarding from %s ->", &local); err == nil && strings.HasPrefix(local, "127.0.0.1:") {
+			break
+		}
+	}
+	if local == "" {
+		return "kubectl port-forward did not start"
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+local+"/config_dump", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
+}
+
+// waitMetric waits until a ztunnel (the one on node, or any if node is
+// empty) has a nonzero istio_tcp_connections_opened_total series carrying
+// every label of want.
+func (l *l4) waitMetric(t *testing.T, node, what string, want map[string]string) {
+	t.Helper()
+	var last string
+	waitUntil(t, what, 30*time.Second, func() bool {
+		for n, pod := range l.mesh.Pods(t, "ztunnel") {
+			if node != "" && n != node {
+				continue
+			}
+			metrics := ztunnelMetrics(t, l.c, pod)
+			last = metrics
+			if hasSeries(metrics, "istio_tcp_connections_opened_total", want) {
+				return true
+			}
+		}
+		return false
+	}, func() string {
+		return fmt.Sprintf("want istio_tcp_connections_opened_total with %v; last metrics:\n%s", want, grepLines(last, "istio_tcp_connections_opened_total"))
+	})
+}
+
+// ztunnelMetrics reads a ztunnel's Prometheus metrics (15020) through the
+// API server's pod proxy.
+func ztunnelMetrics(t *testing.T, c *framework.Cluster, pod string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	body, err := c.Client.CoreV1().Pods(framework.IstioNamespace).ProxyGet("http", pod, "15020", "/metrics", nil).DoRaw(ctx)
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", pod, err)
+	}
+	return string(body)
+}
+
+// hasSeries tells whether metrics has a sample of name, above zero, with
+// every label of want.
+func hasSeries(metrics, name string, want map[string]string) bool {
+	for line := range strings.SplitSeq(metrics, "\n") {
+		if !strings.HasPrefix(line, name+"{") || strings.HasSuffix(line, " 0") {
+			continue
+		}
+		ok := true
+		for k, v := range want {
+			if !strings.Contains(line, k+`="`+v+`"`) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for line := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(line, substr) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// packets counts the packets of a pcap that match a tcpdump filter.
+func packets(t *testing.T, pcap []byte, filter string) int {
+	t.Helper()
+	out, err := framework.Packets(pcap, filter)
+	if err != nil {
+		t.Fatalf("read the capture with filter %q: %v", filter, err)
+	}
+	return len(strings.Split(strings.TrimSpace(out), "\n")) - boolInt(strings.TrimSpace(out) == "")
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func restarts(p corev1.Pod) int32 {
+	var n int32
+	for _, s := range p.Status.ContainerStatuses {
+		n += s.RestartCount
+	}
+	return n
+}
+
+func env(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
