@@ -153,6 +153,9 @@ func (m *EBPF) apply(ns *netns.NS, h *vnetlink.Handle, cfg Config) error {
 	if err := setAcceptLocal(ns, "1"); err != nil {
 		return err
 	}
+	if err := prepareHandoff(ns); err != nil {
+		return err
+	}
 	if err := attach(h, lo, vnetlink.HANDLE_MIN_INGRESS, objs.LoopbackIngress, "loopback_ingress"); err != nil {
 		return err
 	}

@@ -31,6 +31,9 @@ func (NFTables) Apply(netnsPath string, cfg Config) error {
 		return fmt.Errorf("nftables apply: %w", err)
 	}
 	defer ns.Close()
+	if err := prepareHandoff(ns); err != nil {
+		return fmt.Errorf("nftables apply in %s: %w", netnsPath, err)
+	}
 	if err := nftReplace(ns, nftPlan(cfg)); err != nil {
 		return fmt.Errorf("nftables apply in %s: %w", netnsPath, err)
 	}

@@ -17,6 +17,8 @@ import (
 //   - Outbound: the pod's TCP to a remote, or to an address where nothing
 //     answers, lands on 15001, which recovers it as the original
 //     destination;
+//   - ZtunnelHandoff: connections queued on a listener that closes move to
+//     the other listener of its SO_REUSEPORT group (a ztunnel handover);
 //   - OutboundMarkedBypasses: with ztunnel's mark it reaches the remote;
 //   - OutboundToLoopback, OutboundToOwnIP: the pod's TCP to 127.0.0.1 and
 //     to its own address reaches its application;
@@ -73,6 +75,9 @@ func Run(t *testing.T, newMode func(t *testing.T) redirect.Mode) {
 			t.Fatalf("second apply: %v", err)
 		}
 		expectTCP(t, app.NS, remote, dialOpts{}, want{server: outbound, orig: remote})
+	})
+	t.Run("ZtunnelHandoff", func(t *testing.T) {
+		expectHandoff(t, openNS(t, app.NS))
 	})
 	t.Run("Outbound", func(t *testing.T) {
 		expectTCP(t, app.NS, remote, dialOpts{}, want{server: outbound, orig: remote, client: app.IP})
