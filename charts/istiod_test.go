@@ -16,15 +16,16 @@ import (
 var (
 	istiodClusterRules = []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods", "services", "namespaces", "nodes", "configmaps"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create", "update", "patch"}},
-		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create", "update"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"security.istio.io", "networking.istio.io", "gateway.networking.k8s.io"}, Resources: []string{"*"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{"security.istio.io", "networking.istio.io", "gateway.networking.k8s.io"}, Resources: []string{"*/status"}, Verbs: []string{"update", "patch"}},
+		{APIGroups: []string{"security.istio.io"}, Resources: []string{"authorizationpolicies/status", "peerauthentications/status"}, Verbs: []string{"update"}},
 	}
 	istiodNamespaceRules = []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch", "create", "update"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"cacerts", "istio-ca-secret"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
 	}
 )
 
@@ -166,7 +167,7 @@ func checkBinding(t testing.TB, ref rbacv1.RoleRef, subjects []rbacv1.Subject, k
 func rulesEqual(a, b []rbacv1.PolicyRule) bool {
 	return slices.EqualFunc(a, b, func(x, y rbacv1.PolicyRule) bool {
 		return slices.Equal(x.APIGroups, y.APIGroups) && slices.Equal(x.Resources, y.Resources) && slices.Equal(x.Verbs, y.Verbs) &&
-			len(x.ResourceNames) == 0 && len(y.ResourceNames) == 0 && len(x.NonResourceURLs) == 0 && len(y.NonResourceURLs) == 0
+			slices.Equal(x.ResourceNames, y.ResourceNames) && len(x.NonResourceURLs) == 0 && len(y.NonResourceURLs) == 0
 	})
 }
 

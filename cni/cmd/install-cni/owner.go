@@ -95,7 +95,20 @@ func (w *ownerWatch) follow(ctx context.Context) error {
 		var ok bool
 		select {
 		case <-ctx.Done():
-			return nil
+			// A deletion already delivered still counts.
+			for {
+				select {
+				case ev, ok := <-wi.ResultChan():
+					if !ok {
+						return nil
+					}
+					if ev.Type == watch.Deleted {
+						w.deleted.Store(true)
+					}
+				default:
+					return nil
+				}
+			}
 		case ev, ok = <-wi.ResultChan():
 		}
 		if !ok {
@@ -117,27 +130,56 @@ func (w *ownerWatch) follow(ctx context.Context) error {
 }
 
 // uninstalling reports whether the agent stops for good: its DaemonSet
-// was seen deleted, or is deleted or being deleted now. A restart or an
-// upgrade keeps the plugin, so new pods stay fail-closed rather than
-// start uncaptured; so does any doubt.
+// is deleted or being deleted. A restart or an upgrade keeps the plugin,
+// so new pods stay fail-closed rather than start uncaptured, and so does
+// any doubt.
+//
+// While the API server answers, the answer decides, from the pod's owner
+// now: a DaemonSet deleted with --cascade=orphan and recreated (or
+// replaced under the same name) owns the pod again, or will, and keeps
+// the plugin; only when the pod's DaemonSet is gone or being deleted does
+// the plugin go. When the API server refuses (an uninstall takes the
+// agent's RBAC away with its DaemonSet), what the watch saw decides.
 func (w *ownerWatch) uninstalling() bool {
+	// Shorter than the pod's termination grace period.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	gone, err := w.ownerGone(ctx)
+	if err == nil {
+		return gone
+	}
 	if w.deleted.Load() {
+		w.log.Info("the API server refuses, but the agent's DaemonSet was seen deleted", "error", err)
 		return true
 	}
-	name := w.name.Load()
-	if name == nil {
-		w.log.Warn("cannot tell a restart from an uninstall (the agent's DaemonSet is unknown); keeping the plugin")
-		return false
+	w.log.Warn("cannot tell a restart from an uninstall; keeping the plugin", "error", err)
+	return false
+}
+
+// ownerGone asks the API server whether the DaemonSet that owns the pod
+// now is gone or being deleted. A pod with no DaemonSet owner (orphaned,
+// waiting to be adopted) is not an uninstall.
+func (w *ownerWatch) ownerGone(ctx context.Context) (bool, error) {
+	if w.pod == "" || w.namespace == "" {
+		return false, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ds, err := w.client.AppsV1().DaemonSets(w.namespace).Get(ctx, *name, metav1.GetOptions{})
+	pod, err := w.client.CoreV1().Pods(w.namespace).Get(ctx, w.pod, metav1.GetOptions{})
+	if err != nil {
+		return false, err
+	}
+	ref := metav1.GetControllerOf(pod)
+	if ref == nil || ref.Kind != "DaemonSet" {
+		return false, nil
+	}
+	ds, err := w.client.AppsV1().DaemonSets(w.namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return true
+		return true, nil
 	case err != nil:
-		w.log.Warn("cannot tell a restart from an uninstall; keeping the plugin", "error", err)
-		return false
+		return false, err
+	case ds.UID != ref.UID:
+		// Replaced under the same name: the new DaemonSet's agent takes over.
+		return false, nil
 	}
-	return ds.DeletionTimestamp != nil
+	return ds.DeletionTimestamp != nil, nil
 }
