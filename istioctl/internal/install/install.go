@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -95,8 +96,9 @@ func (in *Installer) installOne(ctx context.Context, chartName string, vals map[
 	if err != nil {
 		return err
 	}
-	if vals == nil {
-		vals = map[string]any{}
+	vals, err = in.completeValues(ctx, chartName, vals)
+	if err != nil {
+		return err
 	}
 	var rel release.Releaser
 	verb := "installed"
@@ -107,6 +109,9 @@ func (in *Installer) installOne(ctx context.Context, chartName string, vals map[
 		up.WaitStrategy = helmkube.HookOnlyStrategy
 		up.Timeout = in.Timeout
 		up.MaxHistory = maxHistory
+		// Declarative, like a first install: the release gets exactly these
+		// values, so a setting left out goes back to its default.
+		up.ResetValues = true
 		up.TakeOwnership = adoptsExisting(chartName)
 		up.ForceConflicts = adoptsExisting(chartName)
 		rel, err = up.RunWithContext(ctx, relName, c, vals)
@@ -146,12 +151,66 @@ func (in *Installer) installOne(ctx context.Context, chartName string, vals map[
 	return nil
 }
 
+// completeValues adds what a chart needs from the install itself: ztunnel
+// finds istiod in the namespace istioctl installs into, and the base chart
+// leaves Gateway API CRDs that belong to someone else alone.
+func (in *Installer) completeValues(ctx context.Context, chartName string, vals map[string]any) (map[string]any, error) {
+	out := map[string]any{}
+	maps.Copy(out, vals)
+	switch chartName {
+	case "ztunnel":
+		if _, set := out["istioNamespace"]; !set {
+			out["istioNamespace"] = in.Namespace
+		}
+	case "base":
+		base, _ := out["base"].(map[string]any)
+		if _, set := base["gatewayAPICRDs"]; set || in.Clients.Dynamic == nil {
+			break
+		}
+		owner, err := in.gatewayAPIOwner(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if owner != "" {
+			fmt.Fprintf(in.Out, "  the Gateway API CRDs already belong to %s: left as they are (values.base.gatewayAPICRDs=false)\n", owner)
+			nb := map[string]any{}
+			maps.Copy(nb, base)
+			nb["gatewayAPICRDs"] = false
+			out["base"] = nb
+		}
+	}
+	return out, nil
+}
+
+// gatewayAPIOwner names who owns the Gateway API's Gateway CRD when it
+// exists and is not this install's istio-base release's; "" otherwise.
+func (in *Installer) gatewayAPIOwner(ctx context.Context) (string, error) {
+	crd, err := in.Clients.Dynamic.Resource(crdGVR).Get(ctx, "gateways.gateway.networking.k8s.io", metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("read customresourcedefinition/gateways.gateway.networking.k8s.io: %w", err)
+	}
+	a := crd.GetAnnotations()
+	if a["meta.helm.sh/release-name"] == ReleaseName("base") && a["meta.helm.sh/release-namespace"] == in.Namespace {
+		return "", nil
+	}
+	switch {
+	case a["meta.helm.sh/release-name"] != "":
+		return "Helm release " + a["meta.helm.sh/release-namespace"] + "/" + a["meta.helm.sh/release-name"], nil
+	case crd.GetLabels()["app.kubernetes.io/managed-by"] != "":
+		return crd.GetLabels()["app.kubernetes.io/managed-by"], nil
+	}
+	return "another installer (no Helm release)", nil
+}
+
 // adoptsExisting says whether a chart's release takes over objects that
 // exist without belonging to it. The base chart does: its CRDs (Istio's and
 // Gateway API's) are often there already, installed by kubectl, another
 // release, or a removed istio-base whose CRDs were kept; istioctl applies
 // them over (forcing server-side apply conflicts), as Istio's installer
-// does. Other charts must not silently take
+// does, except Gateway API CRDs owned by someone else (completeValues). Other charts must not silently take
 // over someone else's objects.
 func adoptsExisting(chartName string) bool { return chartName == "base" }
 
@@ -222,9 +281,11 @@ func (in *Installer) Uninstall(ctx context.Context, purge bool) error {
 			return err
 		}
 	}
-	crds, err := BaseCRDNames(ctx, in.Namespace)
+	// Only the CRDs istio-base installed are the mesh's to delete (a base
+	// installed without the Gateway API CRDs leaves those to their owner).
+	crds, err := in.releaseCRDNames(ctx)
 	if err != nil {
-		fmt.Fprintf(in.Out, "! cannot list the base chart's CRDs: %v\n", err)
+		return err
 	}
 	var present []string
 	for _, n := range crds {
@@ -302,6 +363,28 @@ func (in *Installer) uninstallOne(ctx context.Context, chartName string) error {
 	}
 	fmt.Fprintf(in.Out, "✔ %s removed\n", title(chartName))
 	return nil
+}
+
+// releaseCRDNames lists the CRDs the istio-base release of this namespace
+// installed or adopted: Helm marks each with the release's name and
+// namespace, and the keep policy leaves the marks when the release goes.
+func (in *Installer) releaseCRDNames(ctx context.Context) ([]string, error) {
+	if in.Clients.Dynamic == nil {
+		return nil, nil
+	}
+	l, err := in.Clients.Dynamic.Resource(crdGVR).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list customresourcedefinitions: %w", err)
+	}
+	var names []string
+	for _, crd := range l.Items {
+		a := crd.GetAnnotations()
+		if a["meta.helm.sh/release-name"] == ReleaseName("base") && a["meta.helm.sh/release-namespace"] == in.Namespace {
+			names = append(names, crd.GetName())
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // BaseCRDNames lists the CRDs of the embedded base chart, from its crds/

@@ -67,8 +67,10 @@ func readyCluster(t *testing.T) (*Installer, *strings.Builder, *storage.Storage)
 	for _, n := range names {
 		crd := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-			"metadata": map[string]any{"name": n},
-			"status":   map[string]any{"conditions": []any{map[string]any{"type": "Established", "status": "True"}}},
+			// As the istio-base release leaves them.
+			"metadata": map[string]any{"name": n, "annotations": map[string]any{
+				"meta.helm.sh/release-name": "istio-base", "meta.helm.sh/release-namespace": "istio-system"}},
+			"status": map[string]any{"conditions": []any{map[string]any{"type": "Established", "status": "True"}}},
 		}}
 		if _, err := dc.Resource(crdGVR).Create(context.Background(), crd, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -209,5 +211,62 @@ func TestInstallOverReleaseUninstalledWithHistory(t *testing.T) {
 	}
 	if got := releaseVersions(t, store); got["ztunnel"] != 2 {
 		t.Fatalf("releases: %v", got)
+	}
+}
+
+// TestGatewayAPICRDsOfAnotherOwnerAreLeftAlone: Gateway API CRDs another
+// installer owns are neither taken over by install nor deleted by
+// uninstall --purge, which deletes only what istio-base installed.
+func TestGatewayAPICRDsOfAnotherOwnerAreLeftAlone(t *testing.T) {
+	in, out, _ := readyCluster(t)
+	ctx := context.Background()
+	crds := in.Clients.Dynamic.Resource(crdGVR)
+	l, err := crds.List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gatewayAPI []string
+	for _, item := range l.Items {
+		if strings.HasSuffix(item.GetName(), ".gateway.networking.k8s.io") {
+			item.SetAnnotations(map[string]string{"meta.helm.sh/release-name": "gateway-api", "meta.helm.sh/release-namespace": "infra"})
+			if _, err := crds.Update(ctx, &item, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			gatewayAPI = append(gatewayAPI, item.GetName())
+		}
+	}
+	if len(gatewayAPI) == 0 {
+		t.Fatal("the base chart has no Gateway API CRD")
+	}
+	if err := in.Install(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "the Gateway API CRDs already belong to Helm release infra/gateway-api: left as they are") {
+		t.Errorf("install does not say it leaves the Gateway API CRDs alone:\n%s", out)
+	}
+	if err := in.Uninstall(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range gatewayAPI {
+		if _, err := crds.Get(ctx, n, metav1.GetOptions{}); err != nil {
+			t.Errorf("uninstall --purge deleted %s, which istio-base did not install: %v", n, err)
+		}
+	}
+	if _, err := crds.Get(ctx, "authorizationpolicies.security.istio.io", metav1.GetOptions{}); err == nil {
+		t.Error("uninstall --purge kept Istio's CRDs")
+	}
+}
+
+// TestZtunnelFollowsTheInstallNamespace: with -i, ztunnel looks for istiod
+// in the namespace istioctl installs it into, unless told otherwise.
+func TestZtunnelFollowsTheInstallNamespace(t *testing.T) {
+	in := &Installer{Clients: &kube.Clients{}, Namespace: "mesh-sys", Out: io.Discard}
+	got, err := in.completeValues(context.Background(), "ztunnel", map[string]any{"logLevel": "debug"})
+	if err != nil || got["istioNamespace"] != "mesh-sys" || got["logLevel"] != "debug" {
+		t.Errorf("ztunnel values %v, %v; want istioNamespace mesh-sys and logLevel kept", got, err)
+	}
+	got, _ = in.completeValues(context.Background(), "ztunnel", map[string]any{"istioNamespace": "elsewhere"})
+	if got["istioNamespace"] != "elsewhere" {
+		t.Errorf("an explicit istioNamespace was overridden: %v", got)
 	}
 }
