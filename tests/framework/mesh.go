@@ -89,11 +89,18 @@ func (o MeshOptions) HelmValues(chart string) []string {
 func (c *Cluster) Helm(ctx context.Context, args ...string) (string, error) {
 	bin := os.Getenv("HELM")
 	if bin == "" {
+		// The one make deps built last (the pinned version), when HELM
+		// does not say.
 		found, _ := filepath.Glob(filepath.Join(repoRoot(), ".cache", "helm", "*", "helm"))
-		if len(found) == 0 {
+		var newest time.Time
+		for _, f := range found {
+			if fi, err := os.Stat(f); err == nil && fi.ModTime().After(newest) {
+				bin, newest = f, fi.ModTime()
+			}
+		}
+		if bin == "" {
 			return "", fmt.Errorf("no helm CLI: set HELM or run make deps")
 		}
-		bin = found[len(found)-1]
 	}
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
 	out, err := cmd.CombinedOutput()
