@@ -76,9 +76,12 @@ func (in *Installer) waitReady(ctx context.Context, chartName string, objs []Obj
 			switch {
 			case apierrors.IsNotFound(err):
 				p = Progress{Detail: "not found"}
-			case err != nil && ctx.Err() == nil:
+			case (apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err)) && ctx.Err() == nil:
+				// Waiting will not change it.
 				return fmt.Errorf("read %s: %w", o, err)
 			case err != nil:
+				// Retried until the deadline: the API server may be busy
+				// or restarting. The timeout report carries the error.
 				p = Progress{Detail: "unknown: " + err.Error()}
 			}
 			progs[o], sels[o] = p, sel
