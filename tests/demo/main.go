@@ -34,17 +34,9 @@ const (
 	istioNamespace = "istio-system"
 )
 
-// releases are the mesh's Helm releases in install order, named as
-// Istio's Helm docs name them, with the charts' --set flags.
-var releases = []struct {
-	name, chart string
-	set         []string
-}{
-	{"istio-base", "base", nil},
-	{"istiod", "istiod", []string{"profile=ambient"}},
-	{"istio-cni", "cni", []string{"profile=ambient"}},
-	{"ztunnel", "ztunnel", nil},
-}
+// ambientCharts are the charts Istio's ambient Helm docs install with
+// --set profile=ambient.
+var ambientCharts = map[string]bool{"istiod": true, "cni": true}
 
 func main() {
 	// Bounded, so a misbehaving cluster ends the demo with an error, not a hang.
@@ -90,12 +82,16 @@ func run(ctx context.Context) error {
 	}
 	k := func(stdin string, args ...string) (string, error) { return tl.run(stdin, tl.kubectl, args...) }
 
-	for _, r := range releases {
-		step("helm upgrade --install %s charts/%s -n %s %s", r.name, r.chart, istioNamespace, setFlags(r.set))
-		args := []string{"upgrade", "--install", r.name, filepath.Join("charts", r.chart), "-n", istioNamespace,
+	for _, r := range framework.Releases {
+		profile := ""
+		if ambientCharts[r.Chart] {
+			profile = "--set profile=ambient"
+		}
+		step("helm upgrade --install %s charts/%s -n %s %s", r.Name, r.Chart, istioNamespace, profile)
+		args := []string{"upgrade", "--install", r.Name, filepath.Join("charts", r.Chart), "-n", istioNamespace,
 			"--create-namespace", "--wait", "--timeout", "5m", "--set", "global.hub=" + hub, "--set", "global.tag=" + tag}
-		for _, s := range r.set {
-			args = append(args, "--set", s)
+		if profile != "" {
+			args = append(args, "--set", "profile=ambient")
 		}
 		if _, err := tl.run("", tl.helm, args...); err != nil {
 			return err
@@ -277,14 +273,6 @@ func parseSample(line, name string) (series, bool) {
 		}
 	}
 	return s, true
-}
-
-func setFlags(set []string) string {
-	var b strings.Builder
-	for _, s := range set {
-		b.WriteString("--set " + s + " ")
-	}
-	return strings.TrimSpace(b.String())
 }
 
 func step(format string, args ...any) {

@@ -303,7 +303,7 @@ func TestCA(t *testing.T) {
 type caProcess struct {
 	name   string
 	client pb.IstioCertificateServiceClient
-	logs   *lockedBuffer
+	logs   *framework.SyncBuffer
 }
 
 // buildCA builds the standalone CA command.
@@ -342,9 +342,9 @@ func buildCommand(t *testing.T, name, pkg string) string {
 // (and failing the test if it does not stop cleanly), and returns its log
 // and what follows "listening " on the first such line of its standard
 // output. The log is printed if the test fails.
-func startListening(t *testing.T, name, bin string, args ...string) (*lockedBuffer, string) {
+func startListening(t *testing.T, name, bin string, args ...string) (*framework.SyncBuffer, string) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &framework.SyncBuffer{}
 	listening := &addrWatcher{found: make(chan string, 1)}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = listening, logs
@@ -591,22 +591,4 @@ func (w *addrWatcher) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-// lockedBuffer collects a process's log while tests read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -253,6 +253,17 @@ func diagnose(t *testing.T, mesh *framework.Mesh, ns *framework.Namespace) strin
 // rest of the test and returns the local addresses, in order.
 func portForward(t *testing.T, c *framework.Cluster, namespace, pod string, ports ...int) []string {
 	t.Helper()
+	addrs, stop, err := forward(c, namespace, pod, ports...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	return addrs
+}
+
+// forward starts kubectl port-forward from local ports to the pod's ports
+// and returns the local addresses, in order, and how to stop it.
+func forward(c *framework.Cluster, namespace, pod string, ports ...int) ([]string, func(), error) {
 	args := []string{"--kubeconfig", c.Kubeconfig, "-n", namespace, "port-forward", "pod/" + pod}
 	for _, p := range ports {
 		args = append(args, fmt.Sprintf(":%d", p))
@@ -260,14 +271,14 @@ func portForward(t *testing.T, c *framework.Cluster, namespace, pod string, port
 	cmd := exec.Command(c.KubectlBin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	var stderr lockedBuffer
+	var stderr framework.SyncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
 	found := map[int]string{}
 	lines := make(chan string)
 	go func() {
@@ -282,7 +293,8 @@ func portForward(t *testing.T, c *framework.Cluster, namespace, pod string, port
 		select {
 		case line, ok := <-lines:
 			if !ok {
-				t.Fatalf("kubectl port-forward to %s ended: %s", pod, stderr.String())
+				stop()
+				return nil, nil, fmt.Errorf("kubectl port-forward to %s ended: %s", pod, stderr.String())
 			}
 			// "Forwarding from 127.0.0.1:41231 -> 15000"
 			var local string
@@ -291,7 +303,12 @@ func portForward(t *testing.T, c *framework.Cluster, namespace, pod string, port
 				found[remote] = local
 			}
 		case <-deadline:
-			t.Fatalf("kubectl port-forward to %s: not forwarding after 30s: %s", pod, stderr.String())
+			stop()
+			go func() {
+				for range lines {
+				}
+			}()
+			return nil, nil, fmt.Errorf("kubectl port-forward to %s: not forwarding after 30s: %s", pod, stderr.String())
 		}
 	}
 	go func() {
@@ -302,7 +319,7 @@ func portForward(t *testing.T, c *framework.Cluster, namespace, pod string, port
 	for i, p := range ports {
 		addrs[i] = found[p]
 	}
-	return addrs
+	return addrs, stop, nil
 }
 
 func httpGet(t *testing.T, url string) string {

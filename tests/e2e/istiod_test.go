@@ -282,7 +282,7 @@ var largeMessages = grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(adsclien
 // istiodProcess is a running istiod binary.
 type istiodProcess struct {
 	grpcAddr, secureAddr, readyAddr, monitorAddr string
-	logs                                         *lockedBuffer
+	logs                                         *framework.SyncBuffer
 }
 
 func buildIstiod(t *testing.T) string {

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -354,6 +353,20 @@ spec:
 				t.Errorf("istioctl version does not say %q:\n%s", want, v)
 			}
 		}
+		// Waypoints against the real API server and CRDs (nothing deploys
+		// them yet, so a namespace of its own, not enrolled).
+		wp := c.NewNamespace(t, "waypoint", nil)
+		run(time.Minute, "waypoint", "apply", "-n", wp.Name, "--for", "all")
+		if gw, err := c.Kubectl(ctx, "", "get", "gateway", "-n", wp.Name, "waypoint", "-o", "jsonpath={.spec.gatewayClassName} {.spec.listeners[0].port} {.spec.listeners[0].protocol} {.metadata.labels.istio\\.io/waypoint-for}"); err != nil || gw != "istio-waypoint 15008 HBONE all" {
+			t.Errorf("istioctl waypoint apply made %q (%v), want class istio-waypoint, listener 15008 HBONE, for all", gw, err)
+		}
+		if list := run(time.Minute, "waypoint", "list", "-n", wp.Name); !regexp.MustCompile(`(?m)^waypoint\s`).MatchString(list) {
+			t.Errorf("istioctl waypoint list does not show the waypoint:\n%s", list)
+		}
+		run(time.Minute, "waypoint", "delete", "-n", wp.Name, "--all")
+		if gw, err := c.Kubectl(ctx, "", "get", "gateway", "-n", wp.Name, "-o", "name"); err != nil || strings.TrimSpace(gw) != "" {
+			t.Errorf("after istioctl waypoint delete --all: %q (%v)", gw, err)
+		}
 		workloads := run(time.Minute, "ztunnel-config", "workloads", "--node", client.Spec.NodeName, "--workload-namespace", app.Name)
 		for _, p := range []string{client.Name, remote.Name} {
 			if !regexp.MustCompile(`(?m)^` + app.Name + `\s+` + p + `\s.*\sHBONE\s*$`).MatchString(workloads) {
@@ -414,33 +427,14 @@ func (l *l4) diagnose() string {
 // listens on localhost in its pod, through kubectl port-forward; on
 // failure it says why instead.
 func configDump(c *framework.Cluster, pod string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, c.KubectlBin, "--kubeconfig", c.Kubeconfig, "-n", framework.IstioNamespace, "port-forward", "pod/"+pod, ":15000")
-	out, err := cmd.StdoutPipe()
+	addrs, stop, err := forward(c, framework.IstioNamespace, pod, 15000)
 	if err != nil {
 		return err.Error()
 	}
-	if err := cmd.Start(); err != nil {
-		return err.Error()
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	var local string
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		// "Forwarding from 127.0.0.1:41231 -> 15000"
-		if _, err := fmt.Sscanf(sc.Text(), "Forwarding from %s ->", &local); err == nil && strings.HasPrefix(local, "127.0.0.1:") {
-			break
-		}
-	}
-	if local == "" {
-		return "kubectl port-forward did not start"
-	}
-	go func() {
-		for sc.Scan() {
-		}
-	}()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+local+"/config_dump", nil)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addrs[0]+"/config_dump", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err.Error()

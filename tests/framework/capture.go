@@ -19,7 +19,7 @@ import (
 type Capture struct {
 	cmd    *exec.Cmd
 	out    bytes.Buffer
-	errb   syncBuffer
+	errb   SyncBuffer
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -66,19 +66,20 @@ func (c *Cluster) CaptureUnderlay(t testing.TB, node, filter string) *Capture {
 
 func (cp *Capture) stderr() string { return cp.errb.String() }
 
-// syncBuffer is a buffer that exec's copier writes while the test reads.
-type syncBuffer struct {
+// SyncBuffer is a buffer that one goroutine (exec's copier, a process's
+// log) writes while the test reads it.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

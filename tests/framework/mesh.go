@@ -44,14 +44,6 @@ type Mesh struct {
 	removed   bool
 }
 
-// Release is one Helm release of the mesh: the chart under charts/ and
-// the release name Istio's Helm docs use for it.
-type Release struct{ Name, Chart string }
-
-// Releases are the mesh's releases in install order; uninstall goes in
-// reverse, except that the node agent goes first (see Remove).
-var Releases = []Release{{"istio-base", "base"}, {"istiod", "istiod"}, {"istio-cni", "cni"}, {"ztunnel", "ztunnel"}}
-
 func (o MeshOptions) withDefaults() MeshOptions {
 	if o.Hub == "" {
 		o.Hub = env("HUB", "localhost/mesh")

@@ -130,7 +130,7 @@ func TestRenderEmbeddedCharts(t *testing.T) {
 }
 
 func TestBaseCRDNames(t *testing.T) {
-	names, err := BaseCRDNames(context.Background(), "istio-system")
+	names, err := baseCRDNames(context.Background(), "istio-system")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,4 +139,30 @@ func TestBaseCRDNames(t *testing.T) {
 			t.Errorf("base CRDs %v lack %s", names, want)
 		}
 	}
+}
+
+// baseCRDNames lists the CRDs of the embedded base chart, from its crds/
+// directory and its rendered templates: what a cluster holds once
+// istio-base is installed.
+func baseCRDNames(ctx context.Context, namespace string) ([]string, error) {
+	c, err := LoadChart("base")
+	if err != nil {
+		return nil, err
+	}
+	r, err := render(ctx, c, "base", namespace, map[string]any{})
+	if err != nil {
+		return nil, err
+	}
+	objs, err := releaseObjects(c, r.Manifest, namespace)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, o := range objs {
+		if o.Kind == "CustomResourceDefinition" && !slices.Contains(names, o.Name) {
+			names = append(names, o.Name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }

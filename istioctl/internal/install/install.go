@@ -386,28 +386,3 @@ func (in *Installer) releaseCRDNames(ctx context.Context) ([]string, error) {
 	slices.Sort(names)
 	return names, nil
 }
-
-// BaseCRDNames lists the CRDs of the embedded base chart, from its crds/
-// directory and its rendered templates.
-func BaseCRDNames(ctx context.Context, namespace string) ([]string, error) {
-	c, err := LoadChart("base")
-	if err != nil {
-		return nil, err
-	}
-	r, err := render(ctx, c, "base", namespace, map[string]any{})
-	if err != nil {
-		return nil, err
-	}
-	objs, err := releaseObjects(c, r.Manifest, namespace)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, o := range objs {
-		if o.Kind == "CustomResourceDefinition" && !slices.Contains(names, o.Name) {
-			names = append(names, o.Name)
-		}
-	}
-	slices.Sort(names)
-	return names, nil
-}

@@ -60,7 +60,7 @@ func readyCluster(t *testing.T) (*Installer, *strings.Builder, *storage.Storage)
 	}
 	dc := dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
 		map[schema.GroupVersionResource]string{crdGVR: "CustomResourceDefinitionList"})
-	names, err := BaseCRDNames(context.Background(), "istio-system")
+	names, err := baseCRDNames(context.Background(), "istio-system")
 	if err != nil {
 		t.Fatal(err)
 	}
