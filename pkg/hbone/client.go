@@ -101,10 +101,9 @@ func (cc *ClientConn) Open(ctx context.Context, authority string, header map[str
 	c.streams[id] = s
 	c.mu.Unlock()
 	if err := c.writeHeadersLocked(id, false, fields); err != nil {
-		c.werr = fmt.Errorf("hbone: write: %w", err)
-		_ = c.nc.Close()
+		err = c.failWriteLocked(err)
 		c.wmu.Unlock()
-		return nil, c.werr
+		return nil, err
 	}
 	c.wmu.Unlock()
 

@@ -36,6 +36,7 @@ var ErrConnClosed = errors.New("hbone: connection closed")
 // control, is what keeps one slow stream from blocking the others.
 type conn struct {
 	nc     net.Conn
+	tr     *transport // under nc's TLS, if the caller gave it one
 	fr     *http2.Framer
 	server bool
 
@@ -88,6 +89,7 @@ const maxQueuedControl = 1024
 func newConn(nc net.Conn, server bool) *conn {
 	c := &conn{
 		nc:             nc,
+		tr:             transportOf(nc),
 		server:         server,
 		streams:        map[uint32]*Stream{},
 		nextID:         1,
@@ -173,18 +175,41 @@ func (c *conn) controlWriter() {
 
 // write runs f with the frame writer to itself. A failed write ends the
 // connection: a half-written frame cannot be taken back.
+//
+// Over a Transport, what f writes is gathered while other writers wait
+// their turn, and the last of them writes it all at once: frames queued
+// behind each other share system calls, and a lone writer's frame leaves
+// as soon as it is complete.
 func (c *conn) write(f func() error) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.werr != nil {
-		return c.werr
+	t := c.tr
+	if t != nil {
+		t.hold()
 	}
-	if err := f(); err != nil {
+	c.wmu.Lock()
+	err := c.werr
+	if err == nil {
+		if ferr := f(); ferr != nil {
+			err = c.failWriteLocked(ferr)
+		}
+	}
+	c.wmu.Unlock()
+	if t != nil {
+		if terr := t.release(); terr != nil && err == nil {
+			c.wmu.Lock()
+			err = c.failWriteLocked(terr)
+			c.wmu.Unlock()
+		}
+	}
+	return err
+}
+
+// failWriteLocked records the first write failure and ends the connection.
+func (c *conn) failWriteLocked(err error) error {
+	if c.werr == nil {
 		c.werr = fmt.Errorf("hbone: write: %w", err)
 		_ = c.nc.Close()
-		return c.werr
 	}
-	return nil
+	return c.werr
 }
 
 func (c *conn) readLoop() {
@@ -327,6 +352,12 @@ func (c *conn) onData(f *http2.DataFrame) error {
 			// All taken: WriteTo sleeps on.
 			s.sinkWaiting = s.sink != nil
 		}
+	}
+	if len(data) == 0 && !f.StreamEnded() {
+		// Nothing for Read or WriteTo: waking them would only cost a
+		// goroutine switch per frame.
+		c.mu.Unlock()
+		return nil
 	}
 	s.pushLocked(data)
 	if f.StreamEnded() {

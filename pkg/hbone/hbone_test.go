@@ -51,10 +51,12 @@ func tlsPair(t testing.TB) (client, server *tls.Config) {
 	return client, server
 }
 
-// listen serves HBONE with handle on a loopback TLS listener.
+// listen serves HBONE with handle on a loopback TLS listener, TLS over a
+// Transport as ztunnel runs it.
 func listen(t testing.TB, cfg *tls.Config, handle func(*Stream)) string {
 	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	ln := transportListener{tcp, cfg}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,10 +82,29 @@ func listen(t testing.TB, cfg *tls.Config, handle func(*Stream)) string {
 	return ln.Addr().String()
 }
 
+type transportListener struct {
+	net.Listener
+	cfg *tls.Config
+}
+
+func (l transportListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return tls.Server(Transport(nc), l.cfg), nil
+}
+
+// dial opens an HBONE connection to addr, TLS over a Transport.
 func dial(t testing.TB, cfg *tls.Config, addr string) *ClientConn {
 	t.Helper()
-	nc, err := tls.Dial("tcp", addr, cfg)
+	raw, err := net.Dial("tcp", addr)
 	if err != nil {
+		t.Fatal(err)
+	}
+	nc := tls.Client(Transport(raw), cfg)
+	if err := nc.Handshake(); err != nil {
+		raw.Close()
 		t.Fatal(err)
 	}
 	cc, err := NewClientConn(context.Background(), nc)

@@ -22,7 +22,7 @@ const handshakeTimeout = 10 * time.Second
 func (pd *pod) hbone(c net.Conn) {
 	p := pd.p
 	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	tc := tls.Server(c, pd.tlsServer())
+	tc := tls.Server(hbone.Transport(c), pd.tlsServer())
 	ctx, cancel := context.WithTimeout(pd.ctx, handshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ambient-mesh/mesh/pkg/hbone"
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/inbound"
@@ -155,7 +156,7 @@ func (pd *pod) dialHBONE(ctx context.Context, k poolKey) (net.Conn, error) {
 			return err
 		},
 	}
-	tc := tls.Client(raw, cfg)
+	tc := tls.Client(hbone.Transport(raw), cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("TLS to %s: %w", k.dial, err)

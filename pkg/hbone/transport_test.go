@@ -1,0 +1,82 @@
+package hbone
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"sync/atomic"
+	"testing"
+)
+
+// countingConn counts the writes that reach the socket.
+type countingConn struct {
+	net.Conn
+	writes, bytes atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	c.bytes.Add(int64(len(p)))
+	return c.Conn.Write(p)
+}
+
+// TestTransportWritesAFrameAtOnce checks what Transport is for: the 17 TLS
+// records of a 256 KiB DATA frame reach the socket in one write, where TLS
+// alone makes a system call per record.
+func TestTransportWritesAFrameAtOnce(t *testing.T) {
+	cli, srv := tlsPair(t)
+	addr := listen(t, srv, sink)
+	for _, tc := range []struct {
+		name      string
+		transport bool
+	}{
+		{"transport", true},
+		{"plain TLS", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			counted := &countingConn{Conn: raw}
+			var under net.Conn = counted
+			if tc.transport {
+				under = Transport(counted)
+			}
+			nc := tls.Client(under, cli)
+			if err := nc.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			cc, err := NewClientConn(context.Background(), nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			// Let the SETTINGS acknowledgement go out first.
+			if err := cc.c.write(func() error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			w0, b0 := counted.writes.Load(), counted.bytes.Load()
+			buf := make([]byte, maxWriteFrame)
+			if _, err := s.Write(buf); err != nil {
+				t.Fatal(err)
+			}
+			writes, n := counted.writes.Load()-w0, counted.bytes.Load()-b0
+			t.Logf("%d bytes of frame in %d writes of %d bytes", len(buf), writes, n)
+			if n < int64(len(buf)) {
+				t.Fatalf("only %d bytes reached the socket, want at least %d", n, len(buf))
+			}
+			if tc.transport && writes != 1 {
+				t.Errorf("the frame took %d writes, want 1", writes)
+			}
+			if !tc.transport && writes < 16 {
+				t.Errorf("plain TLS took %d writes; the comparison assumes one per record", writes)
+			}
+		})
+	}
+}
