@@ -31,6 +31,7 @@ import (
 
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	"github.com/ambient-mesh/mesh/pkg/xdsapi"
+	"github.com/ambient-mesh/mesh/pkg/xdsapi/xdsgrpc"
 	"github.com/ambient-mesh/mesh/tests/adsclient"
 	"github.com/ambient-mesh/mesh/tests/framework"
 )
@@ -227,7 +228,7 @@ func TestIstiod(t *testing.T) {
 		bad := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "istiod.elsewhere.svc", MinVersion: tls.VersionTLS12})
 		if bc, err := grpc.NewClient(p.secureAddr, grpc.WithTransportCredentials(bad)); err == nil {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := xdsapi.OpenDelta(cctx, bc)
+			_, err := xdsgrpc.OpenDelta(cctx, bc)
 			if err == nil {
 				_, err = pb.NewIstioCertificateServiceClient(bc).CreateCertificate(cctx, &pb.IstioCertificateRequest{})
 			}
@@ -339,7 +340,7 @@ type adsClient struct {
 func openADS(t *testing.T, p *istiodProcess, name string, cc grpc.ClientConnInterface) *adsClient {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := xdsapi.OpenDelta(ctx, cc)
+	stream, err := xdsgrpc.OpenDelta(ctx, cc)
 	if err != nil {
 		cancel()
 		t.Fatalf("%s: open delta ADS: %v", name, err)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/ambient-mesh/mesh/pkg/xdsapi"
+	"github.com/ambient-mesh/mesh/pkg/xdsapi/xdsgrpc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -58,7 +59,7 @@ func startServer(t *testing.T) *testServer {
 
 type testClient struct {
 	t      *testing.T
-	s      *xdsapi.DeltaStream
+	s      *xdsgrpc.DeltaStream
 	resps  chan *xdsapi.DeltaDiscoveryResponse
 	cancel context.CancelFunc
 }
@@ -74,7 +75,7 @@ func dial(t *testing.T, addr string, read bool, opts ...grpc.DialOption) *testCl
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := xdsapi.OpenDelta(ctx, cc)
+	s, err := xdsgrpc.OpenDelta(ctx, cc)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

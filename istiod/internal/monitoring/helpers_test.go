@@ -32,6 +32,7 @@ import (
 	"github.com/ambient-mesh/mesh/istiod/internal/ads"
 	"github.com/ambient-mesh/mesh/istiod/internal/ca"
 	"github.com/ambient-mesh/mesh/pkg/xdsapi"
+	"github.com/ambient-mesh/mesh/pkg/xdsapi/xdsgrpc"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -122,14 +123,14 @@ func (s *istiod) conn(t *testing.T) *grpc.ClientConn {
 // proxy is a Delta ADS client standing in for ztunnel.
 type proxy struct {
 	t      *testing.T
-	s      *xdsapi.DeltaStream
+	s      *xdsgrpc.DeltaStream
 	cancel context.CancelFunc
 }
 
 func (s *istiod) proxy(t *testing.T) *proxy {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := xdsapi.OpenDelta(ctx, s.conn(t))
+	stream, err := xdsgrpc.OpenDelta(ctx, s.conn(t))
 	if err != nil {
 		cancel()
 		t.Fatal(err)

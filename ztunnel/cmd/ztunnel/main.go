@@ -24,11 +24,9 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/ambient-mesh/mesh/pkg/rpc"
 	"github.com/ambient-mesh/mesh/pkg/xdsapi"
 	"github.com/ambient-mesh/mesh/pkg/zds"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/admin"
@@ -286,10 +284,10 @@ func runZDS(ctx context.Context, path string, px *proxy.Proxy, connected *atomic
 	}
 }
 
-// dialIstiod connects to istiod (xDS or CA), over TLS verified against the
-// mesh roots unless plaintext is asked for.
-func dialIstiod(o *options, addr string, plaintext bool) (*grpc.ClientConn, error) {
-	creds := insecure.NewCredentials()
+// dialIstiod prepares calls to istiod (xDS or CA), over TLS verified
+// against the mesh roots unless plaintext is asked for.
+func dialIstiod(o *options, addr string, plaintext bool) (*rpc.Conn, error) {
+	opts := rpc.Options{MaxRecvSize: maxIstiodMessage, UserAgent: "ztunnel/" + version}
 	if !plaintext {
 		pemRoots, err := os.ReadFile(o.rootCert)
 		if err != nil {
@@ -299,10 +297,9 @@ func dialIstiod(o *options, addr string, plaintext bool) (*grpc.ClientConn, erro
 		if !roots.AppendCertsFromPEM(pemRoots) {
 			return nil, fmt.Errorf("istiod roots: no certificate in %s", o.rootCert)
 		}
-		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: o.serverName})
+		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, ServerName: o.serverName}
 	}
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxIstiodMessage)))
+	return rpc.Dial(addr, opts), nil
 }
 
 // maxIstiodMessage bounds one message from istiod. gRPC's default, 4 MiB,

@@ -17,11 +17,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	pb "istio.io/api/security/v1alpha1"
 
+	"github.com/ambient-mesh/mesh/pkg/caapi"
+	"github.com/ambient-mesh/mesh/pkg/rpc"
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
 	"github.com/ambient-mesh/mesh/pkg/spiffe/spiffetest"
 )
@@ -59,7 +60,7 @@ func (s *testCA) CreateCertificate(ctx context.Context, req *pb.IstioCertificate
 	if err != nil || csr.CheckSignature() != nil {
 		return nil, status.Error(codes.InvalidArgument, "bad csr")
 	}
-	id := req.GetMetadata().GetFields()[ImpersonatedIdentity].GetStringValue()
+	id := req.GetMetadata().GetFields()[caapi.ImpersonatedIdentity].GetStringValue()
 	if issueFor != "" {
 		id = issueFor
 	}
@@ -96,10 +97,7 @@ func setup(t *testing.T, ttl time.Duration, token string) (*testCA, *Manager) {
 	pb.RegisterIstioCertificateServiceServer(gs, srv)
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := rpc.Dial(ln.Addr().String(), rpc.Options{})
 	t.Cleanup(func() { cc.Close() })
 	m := NewManager(NewClient(cc, func() (string, error) { return token, nil }, ttl), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t.Cleanup(m.Close)
@@ -188,7 +186,7 @@ func TestRefusals(t *testing.T) {
 	t.Run("wrong token", func(t *testing.T) {
 		_, m := setup(t, time.Hour, "forged")
 		_, err := m.Get(context.Background(), workload)
-		if status.Code(err) != codes.Unauthenticated {
+		if rpc.CodeOf(err) != rpc.Unauthenticated {
 			t.Fatalf("Get: %v, want Unauthenticated", err)
 		}
 	})

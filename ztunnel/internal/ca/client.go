@@ -13,11 +13,10 @@ import (
 	"net/url"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
-	pb "istio.io/api/security/v1alpha1"
 
+	"github.com/ambient-mesh/mesh/pkg/caapi"
+	"github.com/ambient-mesh/mesh/pkg/rpc"
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
 )
 
@@ -32,7 +31,7 @@ type Certificate struct {
 
 // Client calls the mesh CA.
 type Client struct {
-	rpc pb.IstioCertificateServiceClient
+	conn *rpc.Conn
 	// Token returns ztunnel's current ServiceAccount token (audience
 	// istio-ca); it is read on every call because the kubelet rotates it.
 	Token func() (string, error)
@@ -42,13 +41,9 @@ type Client struct {
 
 // NewClient uses an established connection to the CA (TLS to istiod's
 // 15012 in a cluster).
-func NewClient(cc grpc.ClientConnInterface, token func() (string, error), ttl time.Duration) *Client {
-	return &Client{rpc: pb.NewIstioCertificateServiceClient(cc), Token: token, TTL: ttl}
+func NewClient(cc *rpc.Conn, token func() (string, error), ttl time.Duration) *Client {
+	return &Client{conn: cc, Token: token, TTL: ttl}
 }
-
-// ImpersonatedIdentity is the metadata key with which a node proxy asks for
-// another workload's certificate.
-const ImpersonatedIdentity = "ImpersonatedIdentity"
 
 // Fetch makes a key for id, has the CA sign it, and checks that what came
 // back is a chain for that key and that identity.
@@ -69,17 +64,17 @@ func (c *Client) Fetch(ctx context.Context, id spiffe.Identity) (*Certificate, e
 	if err != nil {
 		return nil, fmt.Errorf("read token: %w", err)
 	}
-	md, err := structpb.NewStruct(map[string]any{ImpersonatedIdentity: id.String()})
+	md, err := structpb.NewStruct(map[string]any{caapi.ImpersonatedIdentity: id.String()})
 	if err != nil {
 		return nil, err
 	}
-	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
-	resp, err := c.rpc.CreateCertificate(ctx, &pb.IstioCertificateRequest{
+	req := &caapi.CertificateRequest{
 		Csr:              string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})),
 		ValidityDuration: int64(c.TTL / time.Second),
 		Metadata:         md,
-	})
-	if err != nil {
+	}
+	resp := &caapi.CertificateResponse{}
+	if err := c.conn.Invoke(ctx, caapi.CreateCertificateMethod, rpc.Metadata{"authorization": "Bearer " + token}, req, resp); err != nil {
 		return nil, fmt.Errorf("CreateCertificate for %s: %w", id, err)
 	}
 	return verifyChain(id, key, resp.GetCertChain())

@@ -8,9 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-
+	"github.com/ambient-mesh/mesh/pkg/rpc"
 	"github.com/ambient-mesh/mesh/pkg/xdsapi"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
 )
@@ -23,7 +21,7 @@ const (
 
 // Client keeps a Store in sync with istiod.
 type Client struct {
-	Conn  grpc.ClientConnInterface
+	Conn  *rpc.Conn
 	Node  *xdsapi.Node
 	Store *state.Store
 	Log   *slog.Logger
@@ -61,10 +59,11 @@ func (c *Client) Run(ctx context.Context) {
 func (c *Client) session(ctx context.Context) (received bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := xdsapi.OpenDelta(ctx, c.Conn)
+	stream, err := c.Conn.NewStream(ctx, xdsapi.DeltaADSMethod, nil)
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)
 	}
+	defer stream.Close()
 	for i, t := range Types {
 		req := &xdsapi.DeltaDiscoveryRequest{TypeUrl: t, InitialResourceVersions: c.Store.Versions(t)}
 		if i == 0 {
@@ -76,15 +75,15 @@ func (c *Client) session(ctx context.Context) (received bool, err error) {
 	}
 	synced := map[string]bool{}
 	for {
-		resp, err := stream.Recv()
-		if err != nil {
+		resp := &xdsapi.DeltaDiscoveryResponse{}
+		if err := stream.Recv(resp); err != nil {
 			return received, err
 		}
 		received = true
 		ack := &xdsapi.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		if applyErr := c.apply(resp); applyErr != nil {
 			c.Log.Error("rejected xds resources", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce(), "error", applyErr)
-			ack.ErrorDetail = &xdsapi.Status{Code: int32(codes.InvalidArgument), Message: applyErr.Error()}
+			ack.ErrorDetail = &xdsapi.Status{Code: int32(rpc.InvalidArgument), Message: applyErr.Error()}
 		}
 		if err := stream.Send(ack); err != nil {
 			return received, err

@@ -13,9 +13,9 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/ambient-mesh/mesh/pkg/rpc"
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	"github.com/ambient-mesh/mesh/pkg/xdsapi"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
@@ -110,10 +110,7 @@ func workloadResource(t *testing.T, uid, ip string) *discovery.Resource {
 
 func TestSyncNackAndResume(t *testing.T) {
 	cp, addr, stop := serve(t, "127.0.0.1:0")
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc := rpc.Dial(addr, rpc.Options{})
 	defer cc.Close()
 	store := state.New()
 	c := &Client{Conn: cc, Node: &xdsapi.Node{Id: "ztunnel~10.250.0.11~ztunnel-x.istio-system~istio-system.svc.cluster.local"},
