@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"time"
 )
 
 // transportBufSize bounds the TLS records a transport gathers before it
@@ -92,6 +93,23 @@ func (t *transport) flushLocked() error {
 	transportBufs.Put(t.buf)
 	t.buf = nil
 	return t.err
+}
+
+// closeFlushTimeout bounds how long Close waits to write what was
+// gathered, so that a peer that stopped reading cannot hold a close.
+const closeFlushTimeout = time.Second
+
+// Close writes what is gathered, such as the last frames of a draining
+// connection or TLS's close_notify, then closes the connection.
+func (t *transport) Close() error {
+	_ = t.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+	t.mu.Lock()
+	_ = t.flushLocked()
+	if t.err == nil {
+		t.err = net.ErrClosed
+	}
+	t.mu.Unlock()
+	return t.Conn.Close()
 }
 
 // transportOf returns the transport under a TLS connection, if it has one.

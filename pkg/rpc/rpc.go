@@ -6,6 +6,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -44,6 +45,14 @@ type Conn struct {
 
 const defaultMaxRecv = 4 << 20
 
+// Bounds on reaching a server: a server that accepts connections but never
+// answers must not hold a call for ever.
+const (
+	dialTimeout      = 20 * time.Second
+	handshakeTimeout = 10 * time.Second
+	pingTimeout      = 15 * time.Second
+)
+
 // Dial prepares calls to target: host:port, or unix:///path for a Unix
 // socket. Nothing is dialled until the first call.
 func Dial(target string, o Options) *Conn {
@@ -55,12 +64,21 @@ func Dial(target string, o Options) *Conn {
 	}
 	protocols := new(http.Protocols)
 	t := &http.Transport{
-		TLSClientConfig:    o.TLS,
-		Protocols:          protocols,
-		DisableCompression: true, // gRPC compresses messages, not bodies
+		TLSClientConfig:     o.TLS,
+		TLSHandshakeTimeout: handshakeTimeout,
+		Protocols:           protocols,
+		DisableCompression:  true, // gRPC compresses messages, not bodies
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
+			d := net.Dialer{Timeout: dialTimeout}
 			return d.DialContext(ctx, network, address)
+		},
+		HTTP2: &http.HTTP2Config{
+			// A connection silent this long is pinged, and dropped if
+			// the ping goes unanswered, so calls move to a live server.
+			// grpc-go servers by default refuse pings more often than
+			// every five minutes.
+			SendPingTimeout: 5 * time.Minute,
+			PingTimeout:     pingTimeout,
 		},
 	}
 	base := url.URL{Scheme: "https", Host: authority}
@@ -95,7 +113,9 @@ func (c *Conn) Invoke(ctx context.Context, method string, md Metadata, req, resp
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r, err := c.request(ctx, method, md, &onceReader{b: body})
+	// A bytes.Reader lets the transport send the request again on a new
+	// connection when the server turned it away unprocessed (GOAWAY).
+	r, err := c.request(ctx, method, md, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -105,7 +125,10 @@ func (c *Conn) Invoke(ctx context.Context, method string, md Metadata, req, resp
 	}
 	defer res.Body.Close()
 	if st := headerStatus(res); st != nil {
-		return st.err()
+		if st.Code == OK {
+			return &Status{Code: Internal, Message: "no response message"}
+		}
+		return st
 	}
 	in := reader{body: res.Body, max: c.maxRecv}
 	if err := in.next(resp); err != nil {
@@ -166,7 +189,7 @@ func (c *Conn) NewStream(ctx context.Context, method string, md Metadata) (*Stre
 }
 
 // Send sends one message. Once the server has ended the call it returns
-// the call's status.
+// io.EOF, as grpc-go does, and Recv tells how the call ended.
 func (s *Stream) Send(m proto.Message) error {
 	if err := s.ctx.Err(); err != nil {
 		return transportError(s.ctx, err)
@@ -181,20 +204,20 @@ func (s *Stream) Send(m proto.Message) error {
 	return nil
 }
 
-// ended explains a failed write: by the call's status if the server
-// already sent it, else by the context or the write error.
+// ended explains a failed write: the context's end or the connection's
+// failure, or io.EOF for a call the server ended.
 func (s *Stream) ended(werr error) error {
+	if s.ctx.Err() != nil {
+		return transportError(s.ctx, werr)
+	}
 	select {
 	case <-s.done:
 		if s.err != nil {
 			return s.err
 		}
-		if st := headerStatus(s.res); st != nil {
-			return st.err()
-		}
 	default:
 	}
-	return transportError(s.ctx, werr)
+	return io.EOF
 }
 
 // CloseSend ends the client's direction of the call.
@@ -212,16 +235,23 @@ func (s *Stream) Recv(m proto.Message) error {
 		return s.err
 	}
 	if st := headerStatus(s.res); st != nil {
-		return st.err()
+		if st.Code == OK {
+			return io.EOF
+		}
+		return st
 	}
 	if err := s.in.next(m); err != nil {
 		if errors.Is(err, io.EOF) {
 			if st := trailerStatus(s.res); st.Code != OK {
-				return st.err()
+				return st
 			}
 			return io.EOF
 		}
-		return bodyError(s.ctx, s.res, err)
+		err = bodyError(s.ctx, s.res, err)
+		// The stream may stand inside a message it could not take: end
+		// it, as grpc-go does.
+		s.cancel()
+		return err
 	}
 	return nil
 }
@@ -326,22 +356,6 @@ func (r *reader) end() error {
 		return nil
 	}
 	return err
-}
-
-// onceReader is a request body that is all there at once, so the
-// transport can send it with END_STREAM.
-type onceReader struct {
-	b   []byte
-	off int
-}
-
-func (o *onceReader) Read(p []byte) (int, error) {
-	if o.off == len(o.b) {
-		return 0, io.EOF
-	}
-	n := copy(p, o.b[o.off:])
-	o.off += n
-	return n, nil
 }
 
 // encodeTimeout writes d as a grpc-timeout value: at most 8 digits and a

@@ -316,3 +316,83 @@ func TestUnixSocket(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestHeadersOnlyOK: a server that ends a call with OK and no message
+// gives a stream a clean end, and a unary call an error, never an empty
+// message taken for a real one.
+func TestHeadersOnlyOK(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error { return nil }))
+	go func() { _ = gs.Serve(ln) }()
+	defer gs.Stop()
+	c := Dial(ln.Addr().String(), Options{})
+	defer c.Close()
+	if err := c.Invoke(context.Background(), "/test.Echo/Unary", nil, msg(t, nil), &structpb.Struct{}); CodeOf(err) != Internal {
+		t.Errorf("unary: err = %v, want Internal", err)
+	}
+	s, err := c.NewStream(context.Background(), "/test.Echo/Stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Recv(&structpb.Struct{}); !errors.Is(err, io.EOF) {
+		t.Errorf("stream: err = %v, want io.EOF", err)
+	}
+}
+
+// TestSendAfterServerEnded: once the server ended a call, Send says
+// io.EOF and Recv gives the status.
+func TestSendAfterServerEnded(t *testing.T) {
+	c := Dial(serve(t), Options{})
+	defer c.Close()
+	s, err := c.NewStream(context.Background(), "/test.Echo/Fail", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Send(msg(t, map[string]any{"code": 16, "message": "who are you"})); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Recv(&structpb.Struct{})
+	if CodeOf(err) != Unauthenticated {
+		t.Fatalf("Recv: %v, want Unauthenticated", err)
+	}
+	var serr error
+	for range 100 {
+		if serr = s.Send(msg(t, nil)); serr != nil {
+			break
+		}
+	}
+	if !errors.Is(serr, io.EOF) {
+		t.Fatalf("Send after the end: %v, want io.EOF", serr)
+	}
+}
+
+// TestSilentServer: a server that accepts connections and never answers
+// fails the call within the handshake bound instead of holding it.
+func TestSilentServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	c := Dial(ln.Addr().String(), Options{TLS: &tls.Config{InsecureSkipVerify: true}})
+	defer c.Close()
+	start := time.Now()
+	err = c.Invoke(context.Background(), "/test.Echo/Unary", nil, msg(t, nil), &structpb.Struct{})
+	if CodeOf(err) != Unavailable || time.Since(start) > handshakeTimeout+5*time.Second {
+		t.Fatalf("after %v: err = %v, want Unavailable within about %v", time.Since(start), err, handshakeTimeout)
+	}
+}

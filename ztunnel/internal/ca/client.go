@@ -45,6 +45,9 @@ func NewClient(cc *rpc.Conn, token func() (string, error), ttl time.Duration) *C
 	return &Client{conn: cc, Token: token, TTL: ttl}
 }
 
+// callTimeout bounds one CreateCertificate call; the manager retries.
+const callTimeout = 30 * time.Second
+
 // Fetch makes a key for id, has the CA sign it, and checks that what came
 // back is a chain for that key and that identity.
 func (c *Client) Fetch(ctx context.Context, id spiffe.Identity) (*Certificate, error) {
@@ -74,6 +77,8 @@ func (c *Client) Fetch(ctx context.Context, id spiffe.Identity) (*Certificate, e
 		Metadata:         md,
 	}
 	resp := &caapi.CertificateResponse{}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	if err := c.conn.Invoke(ctx, caapi.CreateCertificateMethod, rpc.Metadata{"authorization": "Bearer " + token}, req, resp); err != nil {
 		return nil, fmt.Errorf("CreateCertificate for %s: %w", id, err)
 	}

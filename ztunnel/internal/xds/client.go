@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -69,7 +70,7 @@ func (c *Client) session(ctx context.Context) (received bool, err error) {
 		if i == 0 {
 			req.Node = c.Node
 		}
-		if err := stream.Send(req); err != nil {
+		if err := send(stream, req); err != nil {
 			return false, fmt.Errorf("subscribe %s: %w", t, err)
 		}
 	}
@@ -85,7 +86,7 @@ func (c *Client) session(ctx context.Context) (received bool, err error) {
 			c.Log.Error("rejected xds resources", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce(), "error", applyErr)
 			ack.ErrorDetail = &xdsapi.Status{Code: int32(rpc.InvalidArgument), Message: applyErr.Error()}
 		}
-		if err := stream.Send(ack); err != nil {
+		if err := send(stream, ack); err != nil {
 			return received, err
 		}
 		if !synced[resp.GetTypeUrl()] {
@@ -95,6 +96,22 @@ func (c *Client) session(ctx context.Context) (received bool, err error) {
 			}
 		}
 	}
+}
+
+// send sends req; if istiod has ended the stream, the error is how it
+// ended it.
+func send(stream *rpc.Stream, req *xdsapi.DeltaDiscoveryRequest) error {
+	err := stream.Send(req)
+	for errors.Is(err, io.EOF) {
+		err = stream.Recv(&xdsapi.DeltaDiscoveryResponse{})
+		if err == nil {
+			continue // a response sent before the end: the status follows
+		}
+		if errors.Is(err, io.EOF) {
+			return errors.New("istiod ended the stream")
+		}
+	}
+	return err
 }
 
 func (c *Client) apply(resp *xdsapi.DeltaDiscoveryResponse) error {
