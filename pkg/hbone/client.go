@@ -17,6 +17,18 @@ import (
 // server's limit of concurrent CONNECT streams.
 type ClientConn struct {
 	c *conn
+	// limit, if not 0, caps the streams this client opens on the
+	// connection below the server's limit.
+	limit uint32
+}
+
+// streamLimitLocked is how many streams the connection may carry; c.mu
+// held.
+func (cc *ClientConn) streamLimitLocked() uint32 {
+	if cc.limit != 0 && cc.limit < cc.c.peerMaxStreams {
+		return cc.limit
+	}
+	return cc.c.peerMaxStreams
 }
 
 // ErrConnFull is returned by Open when the connection carries as many
@@ -85,7 +97,7 @@ func (cc *ClientConn) Open(ctx context.Context, authority string, header map[str
 		refuse = c.err
 	case c.goingAway:
 		refuse = ErrConnClosed
-	case uint32(len(c.streams)) >= c.peerMaxStreams:
+	case uint32(len(c.streams)) >= cc.streamLimitLocked():
 		refuse = ErrConnFull
 	}
 	if refuse != nil {
@@ -128,7 +140,7 @@ func (cc *ClientConn) Usable() bool {
 	c := cc.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err == nil && !c.goingAway && uint32(len(c.streams)) < c.peerMaxStreams
+	return c.err == nil && !c.goingAway && uint32(len(c.streams)) < cc.streamLimitLocked()
 }
 
 // Idle reports how long the connection has carried no stream (zero if it

@@ -15,12 +15,18 @@ const DefaultIdleTimeout = 5 * time.Minute
 // Pool shares HBONE connections between tunnels with the same key. ztunnel
 // keys by {source identity, destination identity, source IP, destination
 // IP}, so a connection never carries another workload's identity. A key gets
-// another connection when all of its connections are at the server's stream
-// limit; connections idle for IdleTimeout are closed.
+// another connection when all of its connections are at their stream limit;
+// connections idle for IdleTimeout are closed.
 type Pool[K comparable] struct {
 	// Dial returns an established (TLS, handshake done) connection for key.
 	Dial        func(ctx context.Context, key K) (net.Conn, error)
 	IdleTimeout time.Duration
+	// MaxStreamsPerConn caps the streams one connection carries (0: as
+	// many as the server allows, 100 for ours). Fewer streams per
+	// connection spread a key's tunnels over more connections, which
+	// costs handshakes and sockets but lets their encryption run in
+	// parallel.
+	MaxStreamsPerConn int
 
 	mu      sync.Mutex
 	conns   map[K][]*ClientConn
@@ -122,7 +128,14 @@ func (p *Pool[K]) dial(ctx context.Context, key K) (*ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewClientConn(ctx, nc)
+	cc, err := NewClientConn(ctx, nc)
+	if err != nil {
+		return nil, err
+	}
+	if p.MaxStreamsPerConn > 0 {
+		cc.limit = uint32(p.MaxStreamsPerConn)
+	}
+	return cc, nil
 }
 
 // reap closes connections that stayed idle too long.

@@ -106,3 +106,31 @@ func TestPoolAfterClose(t *testing.T) {
 		t.Fatalf("Open after Close: %v", err)
 	}
 }
+
+// TestPoolMaxStreamsPerConn: a lower cap than the server's spreads a key's
+// tunnels over more connections, each carrying at most the cap.
+func TestPoolMaxStreamsPerConn(t *testing.T) {
+	cli, srv := tlsPair(t)
+	hold := make(chan struct{})
+	addr := listen(t, srv, func(s *Stream) { defer s.Close(); _ = s.Respond(200); <-hold })
+	defer close(hold)
+	p, dials := countingPool(t, cli, addr, time.Hour)
+	p.MaxStreamsPerConn = 2
+	key := poolKey{"sleep", "echo"}
+	conns := map[net.Conn]int{}
+	for i := 0; i < 5; i++ {
+		s, err := p.Open(context.Background(), key, "10.0.0.1:80", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[s.Conn()]++
+	}
+	if n := dials.Load(); n != 3 || len(conns) != 3 {
+		t.Fatalf("5 streams at 2 per connection took %d dials over %d connections, want 3", n, len(conns))
+	}
+	for _, n := range conns {
+		if n > 2 {
+			t.Fatalf("a connection carries %d streams, over the cap of 2", n)
+		}
+	}
+}

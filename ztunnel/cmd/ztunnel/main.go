@@ -58,6 +58,7 @@ type options struct {
 	terminationGrace      time.Duration
 	logLevel, logFormat   string
 	cpuProfile            string
+	maxStreamsPerConn     int
 }
 
 // env returns the environment variable or def, so that every flag can
@@ -93,6 +94,11 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.terminationGrace, "termination-drain-duration", 25*time.Second, "how long connections may run on after SIGTERM")
 	fs.StringVar(&o.logLevel, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", env("LOG_FORMAT", "json"), "json or text")
+	maxStreams := env("POOL_MAX_STREAMS_PER_CONNECTION", "100")
+	fs.Func("pool-max-streams-per-connection", "tunnels one pooled HBONE connection carries before the next is opened (default 100)", func(v string) error {
+		maxStreams = v
+		return nil
+	})
 	fs.StringVar(&o.cpuProfile, "cpu-profile", env("CPU_PROFILE", ""), "write a CPU profile to this file until exit, %p replaced by the pid (for performance work)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -100,6 +106,11 @@ func parseFlags(args []string) (*options, error) {
 	if o.caAddress == "" {
 		o.caAddress = o.xdsAddress
 	}
+	n, err := strconv.Atoi(maxStreams)
+	if err != nil || n < 1 || n > 100 {
+		return nil, fmt.Errorf("--pool-max-streams-per-connection (POOL_MAX_STREAMS_PER_CONNECTION) %q: want 1 to 100, the streams istiod's and our HBONE servers accept", maxStreams)
+	}
+	o.maxStreamsPerConn = n
 	if o.nodeName == "" {
 		return nil, errors.New("--node-name (NODE_NAME) is required")
 	}
@@ -173,6 +184,8 @@ func run(o *options) error {
 		Metrics:      m,
 		Log:          log.With("component", "proxy"),
 		DrainTimeout: o.drainTimeout,
+
+		MaxStreamsPerConn: o.maxStreamsPerConn,
 	})
 
 	var synced sync.Map // type URL -> true

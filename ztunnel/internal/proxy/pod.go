@@ -120,7 +120,7 @@ func (p *Proxy) startPod(ctx context.Context, uid string, info *zdsapi.WorkloadI
 		Track:   pd.trackTunnel,
 		Done:    pd.reportInbound,
 	}
-	pd.pool = &hbone.Pool[poolKey]{Dial: pd.dialHBONE}
+	pd.pool = &hbone.Pool[poolKey]{Dial: pd.dialHBONE, MaxStreamsPerConn: p.cfg.MaxStreamsPerConn}
 	if err := pd.listen(); err != nil {
 		return nil, err
 	}

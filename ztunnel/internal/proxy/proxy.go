@@ -46,6 +46,9 @@ type Config struct {
 	CertTimeout time.Duration
 	// ConnectTimeout bounds opening an upstream connection or tunnel.
 	ConnectTimeout time.Duration
+	// MaxStreamsPerConn caps the tunnels of one pooled HBONE connection
+	// (0: the peer's limit).
+	MaxStreamsPerConn int
 }
 
 // Proxy serves the pods of one node.
