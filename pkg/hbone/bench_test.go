@@ -40,26 +40,7 @@ func BenchmarkStreamThroughput(b *testing.B) {
 }
 
 func BenchmarkTLSThroughput(b *testing.B) {
-	cli, srv := tlsPair(b)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) { defer c.Close(); _, _ = io.Copy(io.Discard, c) }(c)
-		}
-	}()
-	c, err := tls.Dial("tcp", ln.Addr().String(), cli)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c := tlsConn(b, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	buf := make([]byte, benchChunk)
 	b.SetBytes(benchChunk)
 	b.ResetTimer()
@@ -86,27 +67,33 @@ func BenchmarkStreamRoundTrip(b *testing.B) {
 }
 
 func BenchmarkTLSRoundTrip(b *testing.B) {
+	pingPong(b, tlsConn(b, func(c net.Conn) { _, _ = io.Copy(c, c) }))
+}
+
+// tlsConn connects over plain TLS (the baseline) to a loopback server
+// that runs serve on each connection.
+func tlsConn(b *testing.B, serve func(net.Conn)) net.Conn {
 	cli, srv := tlsPair(b)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ln.Close()
+	b.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func(c net.Conn) { defer c.Close(); _, _ = io.Copy(c, c) }(c)
+			go func() { defer c.Close(); serve(c) }()
 		}
 	}()
 	c, err := tls.Dial("tcp", ln.Addr().String(), cli)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
-	pingPong(b, c)
+	b.Cleanup(func() { c.Close() })
+	return c
 }
 
 func pingPong(b *testing.B, rw io.ReadWriter) {
