@@ -65,6 +65,10 @@ type conn struct {
 	settingsSeen       chan struct{}
 	done               chan struct{}
 
+	// scratch holds a small DATA payload on its way to a socket (see
+	// readData); only the reader uses it.
+	scratch []byte
+
 	// newStream is called, in its own goroutine, for each stream a client
 	// opens on a server.
 	newStream func(*Stream)
@@ -215,8 +219,19 @@ func (c *conn) failWriteLocked(err error) error {
 func (c *conn) readLoop() {
 	var err error
 	for err == nil {
+		var fh http2.FrameHeader
+		fh, err = c.fr.ReadFrameHeader()
+		if err != nil {
+			break
+		}
+		if fh.Type == http2.FrameData {
+			// DATA is read here, straight into the stream's buffer,
+			// rather than by the Framer into its own and copied.
+			err = c.readData(fh)
+			continue
+		}
 		var f http2.Frame
-		f, err = c.fr.ReadFrame()
+		f, err = c.fr.ReadFrameForHeader(fh)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -253,8 +268,6 @@ func (c *conn) lastPeerStream() uint32 {
 
 func (c *conn) handleFrame(f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.DataFrame:
-		return c.onData(f)
 	case *http2.MetaHeadersFrame:
 		return c.onHeaders(f)
 	case *http2.SettingsFrame:
@@ -292,79 +305,140 @@ func (c *conn) handleFrame(f http2.Frame) error {
 	return nil
 }
 
-func (c *conn) onData(f *http2.DataFrame) error {
-	n := int32(f.Length) // padding counts against the windows too
-	data := f.Data()
+// readData reads the payload of a DATA frame whose header was just read and
+// hands it to its stream: written straight to the stream's socket when its
+// WriteTo waits idle and the frame is small, otherwise read into the
+// stream's buffer with no copy in between. Bytes for a stream that is gone
+// are read and dropped, their credit returned.
+func (c *conn) readData(fh http2.FrameHeader) error {
+	if fh.StreamID == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	n := int32(fh.Length) // padding counts against the windows too
+	size := int(fh.Length)
+	pad := 0
+	if fh.Flags.Has(http2.FlagDataPadded) {
+		if size < 1 {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(c.nc, b[:]); err != nil {
+			return err
+		}
+		pad = int(b[0])
+		size--
+		if pad > size {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		size -= pad
+	}
+	ended := fh.Flags.Has(http2.FlagDataEndStream)
+
 	c.mu.Lock()
 	if n > c.recvWindow {
 		c.mu.Unlock()
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
 	c.recvWindow -= n
-	s := c.streams[f.StreamID]
-	if s == nil || s.recvEOF {
+	s := c.streams[fh.StreamID]
+	if s == nil || s.recvEOF || n > s.recvWindow {
 		// A stream that already ended: its bytes are dropped, but the
 		// connection window must not shrink for good.
 		c.recvUnacked += n
 		inc := c.takeConnCreditLocked()
+		overrun := s != nil && !s.recvEOF
 		c.mu.Unlock()
+		if _, err := io.CopyN(io.Discard, c.nc, int64(size+pad)); err != nil {
+			return err
+		}
 		if inc > 0 {
 			if err := c.queueControl(func() error { return c.fr.WriteWindowUpdate(0, inc) }); err != nil {
 				return err
 			}
 		}
-		if s == nil && !c.knownStream(f.StreamID) {
+		if overrun {
+			return c.resetStream(fh.StreamID, http2.ErrCodeFlowControl, errors.New("hbone: peer overran the stream window"))
+		}
+		if s == nil && !c.knownStream(fh.StreamID) {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		return nil
 	}
-	if n > s.recvWindow {
-		c.mu.Unlock()
-		return c.resetStream(f.StreamID, http2.ErrCodeFlowControl, errors.New("hbone: peer overran the stream window"))
-	}
 	s.recvWindow -= n
 	// Padding is never read, so its credit goes back at once.
-	pad := n - int32(len(data))
-	s.unacked += pad
-	c.recvUnacked += pad
-	if s.sinkWaiting && len(s.rbuf) == s.roff && len(data) > 0 && len(data) <= maxDirectWrite {
+	padCredit := n - int32(size)
+	s.unacked += padCredit
+	c.recvUnacked += padCredit
+
+	if s.sinkWaiting && len(s.rbuf) == s.roff && size > 0 && size <= maxDirectWrite {
 		// WriteTo is idle on an empty buffer: write to its socket from
 		// here, sparing a wake-up and a copy per frame. Only this goroutine
 		// adds data, and WriteTo sleeps until it does, so order holds.
 		// Large frames (bulk transfer) still go through WriteTo, so that
 		// the streams of one connection write to their sockets in
 		// parallel rather than all on this goroutine.
-		s.sinkWaiting = false
-		sink := s.sink
 		c.mu.Unlock()
-		w := writeDirect(sink, data)
+		if c.scratch == nil {
+			c.scratch = make([]byte, maxDirectWrite)
+		}
+		data := c.scratch[:size]
+		if _, err := io.ReadFull(c.nc, data); err != nil {
+			return err
+		}
 		c.mu.Lock()
-		s.direct += int64(w)
-		data = data[w:]
-		streamInc, connInc := s.creditLocked(w)
-		if streamInc > 0 || connInc > 0 {
-			if err := c.queueControl(s.windowUpdates(streamInc, connInc)); err != nil {
-				c.mu.Unlock()
-				return err
+		if s.sinkWaiting && s.reset == nil {
+			s.sinkWaiting = false
+			sink := s.sink
+			c.mu.Unlock()
+			w := writeDirect(sink, data)
+			c.mu.Lock()
+			s.direct += int64(w)
+			data = data[w:]
+			streamInc, connInc := s.creditLocked(w)
+			if streamInc > 0 || connInc > 0 {
+				if err := c.queueControl(s.windowUpdates(streamInc, connInc)); err != nil {
+					c.mu.Unlock()
+					return err
+				}
+			}
+			if len(data) == 0 && !ended && s.reset == nil {
+				// All taken: WriteTo sleeps on.
+				s.sinkWaiting = s.sink != nil
 			}
 		}
-		if len(data) == 0 && !f.StreamEnded() && s.reset == nil {
-			// All taken: WriteTo sleeps on.
-			s.sinkWaiting = s.sink != nil
+		if len(data) > 0 {
+			s.pushLocked(data)
 		}
-	}
-	if len(data) == 0 && !f.StreamEnded() {
-		// Nothing for Read or WriteTo: waking them would only cost a
-		// goroutine switch per frame.
+	} else if size > 0 {
+		// Read into the buffer's tail. While this goroutine reads with
+		// c.mu released, filling keeps the readers from resetting or
+		// compacting the buffer under it.
+		dst := s.growLocked(size)
+		s.filling = true
 		c.mu.Unlock()
-		return nil
+		_, err := io.ReadFull(c.nc, dst)
+		c.mu.Lock()
+		s.filling = false
+		if err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		s.rbuf = s.rbuf[:len(s.rbuf)+size]
 	}
-	s.pushLocked(data)
-	if f.StreamEnded() {
+	if pad > 0 {
+		c.mu.Unlock()
+		if _, err := io.CopyN(io.Discard, c.nc, int64(pad)); err != nil {
+			return err
+		}
+		c.mu.Lock()
+	}
+	if ended {
 		s.recvEOF = true
 		c.maybeForgetLocked(s)
 	}
-	s.rcond.Broadcast()
+	if size > 0 || ended {
+		s.rcond.Broadcast()
+	}
 	c.mu.Unlock()
 	return nil
 }

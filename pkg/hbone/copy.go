@@ -153,7 +153,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		c.mu.Lock()
 		s.writing = false
 		s.roff += n
-		if s.roff == len(s.rbuf) {
+		if s.roff == len(s.rbuf) && !s.filling {
 			s.rbuf, s.roff = s.rbuf[:0], 0
 		}
 		streamInc, connInc := s.creditLocked(n)

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -609,5 +610,127 @@ func TestWriteToSocket(t *testing.T) {
 				t.Errorf("connection window accounts for %d bytes, want %d", window, connWindow)
 			}
 		})
+	}
+}
+
+// TestPaddedData: DATA frames with padding, small and large, reach the
+// stream without their padding, and the connection keeps flowing past
+// the windows (the padding's credit comes back).
+func TestPaddedData(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan []byte, 1)
+	go func() {
+		_ = Serve(ctx, server, func(s *Stream) {
+			defer s.Close()
+			_ = s.Respond(200)
+			b, _ := io.ReadAll(s)
+			got <- b
+		})
+	}()
+	if _, err := client.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(client, client)
+	go func() {
+		// Drain what the server sends (settings, acks, credit, the 200).
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	_ = enc.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+	_ = enc.WriteField(hpack.HeaderField{Name: ":authority", Value: "10.0.0.1:80"})
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	pad := make([]byte, 255)
+	// 80 frames of 16 KiB minus padding: more than the default 64 KiB
+	// windows, so the transfer only completes if credit comes back.
+	for i := 0; i < 80; i++ {
+		size := 16384 - 1 - 255
+		if i%2 == 0 {
+			size = 7 // small frames take the other path
+		}
+		chunk := bytes.Repeat([]byte{byte('a' + i%26)}, size)
+		want.Write(chunk)
+		if err := fr.WriteDataPadded(1, false, chunk, pad); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fr.WriteDataPadded(1, true, nil, pad[:3]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, want.Bytes()) {
+			t.Fatalf("stream read %d bytes, want %d without padding", len(b), want.Len())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stream did not end: credit for padded frames not returned?")
+	}
+}
+
+// TestBulkLeavesNoBufferBehind: after a bulk transfer ends, a connection
+// keeps no frame-sized buffer. A node proxy holds a pooled connection to
+// every peer it talks to, so a 256 KiB buffer left on each would add up.
+func TestBulkLeavesNoBufferBehind(t *testing.T) {
+	cli, srv := tlsPair(t)
+	done := make(chan struct{}, 64)
+	addr := listen(t, srv, func(s *Stream) {
+		defer s.Close()
+		_ = s.Respond(200)
+		_, _ = io.Copy(io.Discard, s)
+		_ = s.CloseWrite()
+		done <- struct{}{}
+	})
+	const conns = 40
+	var ccs []*ClientConn
+	for range conns {
+		ccs = append(ccs, dial(t, cli, addr))
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	chunk := make([]byte, 1<<20)
+	for i, cc := range ccs {
+		s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Half write, half relay as ztunnel does (ReadFrom).
+		if i%2 == 0 {
+			_, err = s.Write(chunk)
+		} else {
+			_, err = s.ReadFrom(bytes.NewReader(chunk))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = s.CloseWrite()
+		<-done
+		_, _ = io.Copy(io.Discard, s)
+		s.Close()
+	}
+	chunk = nil
+	after := heap()
+	grown := int64(after) - int64(before)
+	t.Logf("heap grew by %d KiB over %d connections after 1 MiB each", grown>>10, conns)
+	if limit := int64(conns) * 128 << 10; grown > limit {
+		t.Fatalf("heap grew by %d KiB, more than 128 KiB per connection: buffers kept after the transfer", grown>>10)
 	}
 }

@@ -39,8 +39,9 @@ type Stream struct {
 	responded  bool
 	reset      error
 	// writing is set while WriteTo writes from rbuf, which must then not
-	// be compacted.
-	writing bool
+	// be compacted; filling while the reader reads into the room after
+	// rbuf's end, which must then not be reset.
+	writing, filling bool
 	// sink is WriteTo's destination socket, when it has one; sinkWaiting
 	// is set while WriteTo waits for data. The reader then writes arriving
 	// data to the socket itself, without waking WriteTo (see onData).
@@ -75,12 +76,28 @@ func (c *conn) makeStream(id uint32) *Stream {
 // pushLocked appends received bytes, compacting what was already read so
 // the buffer stays bounded by the stream window.
 func (s *Stream) pushLocked(p []byte) {
+	copy(s.growLocked(len(p)), p)
+	s.rbuf = s.rbuf[:len(s.rbuf)+len(p)]
+}
+
+// growLocked makes room for n more bytes after the buffer's end and
+// returns that room; the caller fills it, then extends rbuf over it. What
+// was already read is compacted away first when that frees enough, unless
+// WriteTo is writing from the buffer.
+func (s *Stream) growLocked(n int) []byte {
 	if s.roff > 0 && s.roff >= len(s.rbuf)/2 && !s.writing {
-		n := copy(s.rbuf, s.rbuf[s.roff:])
-		s.rbuf = s.rbuf[:n]
+		k := copy(s.rbuf, s.rbuf[s.roff:])
+		s.rbuf = s.rbuf[:k]
 		s.roff = 0
 	}
-	s.rbuf = append(s.rbuf, p...)
+	if cap(s.rbuf)-len(s.rbuf) < n {
+		// A new array, offsets kept: a WriteTo in progress still writes
+		// from the old one, which stays valid.
+		grown := make([]byte, len(s.rbuf), max(2*cap(s.rbuf), len(s.rbuf)+n))
+		copy(grown, s.rbuf)
+		s.rbuf = grown
+	}
+	return s.rbuf[len(s.rbuf) : len(s.rbuf)+n]
 }
 
 // resetLocked fails the stream for both directions.
@@ -122,7 +139,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 	n := copy(p, s.rbuf[s.roff:])
 	s.roff += n
-	if s.roff == len(s.rbuf) {
+	if s.roff == len(s.rbuf) && !s.filling {
 		s.rbuf, s.roff = s.rbuf[:0], 0
 	}
 	streamInc, connInc := s.creditLocked(n)
@@ -171,27 +188,21 @@ func (s *Stream) windowUpdates(streamInc, connInc uint32) func() error {
 }
 
 // Write sends bytes through the tunnel, waiting for flow-control credit.
+// The bytes are copied into a pooled buffer with room for the frame
+// header, as ReadFrom reads into one, so no frame-sized buffer stays with
+// the connection afterwards.
 func (s *Stream) Write(p []byte) (int, error) {
-	c := s.c
+	pool := &smallFromBufs
+	if len(p) > smallReadFrom {
+		pool = &largeFromBufs
+	}
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
+	buf := *bp
 	written := 0
 	for len(p) > 0 {
-		c.mu.Lock()
-		for s.reset == nil && !s.sentEnd && (c.sendWindow <= 0 || s.sendWindow <= 0) {
-			c.sendCond.Wait()
-		}
-		if s.reset != nil || s.sentEnd {
-			err := s.reset
-			if err == nil {
-				err = errWriteAfterClose
-			}
-			c.mu.Unlock()
-			return written, err
-		}
-		n := min(len(p), int(c.sendWindow), int(s.sendWindow), int(c.peerMaxFrame), maxWriteFrame)
-		c.sendWindow -= int32(n)
-		s.sendWindow -= int32(n)
-		c.mu.Unlock()
-		if err := c.write(func() error { return c.fr.WriteData(s.id, false, p[:n]) }); err != nil {
+		n := copy(buf[frameHeaderLen:], p)
+		if err := s.sendFrames(buf, n); err != nil {
 			return written, err
 		}
 		written += n
