@@ -65,10 +65,6 @@ type conn struct {
 	settingsSeen       chan struct{}
 	done               chan struct{}
 
-	// scratch holds a small DATA payload on its way to a socket (see
-	// readData); only the reader uses it.
-	scratch []byte
-
 	// newStream is called, in its own goroutine, for each stream a client
 	// opens on a server.
 	newStream func(*Stream)
@@ -311,6 +307,18 @@ func (c *conn) handleFrame(f http2.Frame) error {
 // stream's buffer with no copy in between. Bytes for a stream that is gone
 // are read and dropped, their credit returned.
 func (c *conn) readData(fh http2.FrameHeader) error {
+	err := c.readDataFrame(fh)
+	if errors.Is(err, io.EOF) {
+		// The peer went away in the middle of a frame: not a clean end.
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// scratchBufs hold small DATA payloads on their way to a socket.
+var scratchBufs = sync.Pool{New: func() any { b := make([]byte, maxDirectWrite); return &b }}
+
+func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 	if fh.StreamID == 0 {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
@@ -342,8 +350,9 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 	c.recvWindow -= n
 	s := c.streams[fh.StreamID]
 	if s == nil || s.recvEOF || n > s.recvWindow {
-		// A stream that already ended: its bytes are dropped, but the
-		// connection window must not shrink for good.
+		// A stream that already ended, or a peer past the stream's
+		// window: the bytes are dropped, but the connection window must
+		// not shrink for good.
 		c.recvUnacked += n
 		inc := c.takeConnCreditLocked()
 		overrun := s != nil && !s.recvEOF
@@ -370,6 +379,9 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 	s.unacked += padCredit
 	c.recvUnacked += padCredit
 
+	// Whether the payload reached the stream's buffer, for Read or WriteTo
+	// to wake up to.
+	buffered := false
 	if s.sinkWaiting && len(s.rbuf) == s.roff && size > 0 && size <= maxDirectWrite {
 		// WriteTo is idle on an empty buffer: write to its socket from
 		// here, sparing a wake-up and a copy per frame. Only this goroutine
@@ -378,10 +390,9 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 		// the streams of one connection write to their sockets in
 		// parallel rather than all on this goroutine.
 		c.mu.Unlock()
-		if c.scratch == nil {
-			c.scratch = make([]byte, maxDirectWrite)
-		}
-		data := c.scratch[:size]
+		bp := scratchBufs.Get().(*[]byte)
+		defer scratchBufs.Put(bp)
+		data := (*bp)[:size]
 		if _, err := io.ReadFull(c.nc, data); err != nil {
 			return err
 		}
@@ -407,12 +418,16 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 			}
 		}
 		if len(data) > 0 {
-			s.pushLocked(data)
+			if err := c.keepLocked(s, data, len(data)); err != nil {
+				c.mu.Unlock()
+				return err
+			}
+			buffered = s.reset == nil
 		}
 	} else if size > 0 {
 		// Read into the buffer's tail. While this goroutine reads with
-		// c.mu released, filling keeps the readers from resetting or
-		// compacting the buffer under it.
+		// c.mu released, filling keeps the readers from emptying the
+		// buffer under it.
 		dst := s.growLocked(size)
 		s.filling = true
 		c.mu.Unlock()
@@ -423,7 +438,11 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 			c.mu.Unlock()
 			return err
 		}
-		s.rbuf = s.rbuf[:len(s.rbuf)+size]
+		if err := c.keepLocked(s, nil, size); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		buffered = s.reset == nil
 	}
 	if pad > 0 {
 		c.mu.Unlock()
@@ -436,10 +455,30 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 		s.recvEOF = true
 		c.maybeForgetLocked(s)
 	}
-	if size > 0 || ended {
+	if buffered || ended {
 		s.rcond.Broadcast()
 	}
 	c.mu.Unlock()
+	return nil
+}
+
+// keepLocked adds k payload bytes, read while c.mu was released, to the
+// stream's buffer: data if given, else the k bytes already read into the
+// buffer's tail. A stream reset meanwhile will never consume them, so
+// their connection credit goes back instead.
+func (c *conn) keepLocked(s *Stream, data []byte, k int) error {
+	if s.reset != nil {
+		c.recvUnacked += int32(k)
+		if inc := c.takeConnCreditLocked(); inc > 0 {
+			return c.queueControl(func() error { return c.fr.WriteWindowUpdate(0, inc) })
+		}
+		return nil
+	}
+	if data != nil {
+		s.pushLocked(data)
+		return nil
+	}
+	s.rbuf = s.rbuf[:len(s.rbuf)+k]
 	return nil
 }
 

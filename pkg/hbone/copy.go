@@ -41,10 +41,11 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 		buf := *bp
 		n, rerr := r.Read(buf[frameHeaderLen:])
 		if n > 0 {
-			if err := s.sendFrames(buf, n); err != nil {
+			sent, err := s.sendFrames(buf, n)
+			total += int64(sent)
+			if err != nil {
 				return total, err
 			}
-			total += int64(n)
 			if n == len(buf)-frameHeaderLen && pool == &smallFromBufs {
 				pool.Put(bp)
 				pool = &largeFromBufs
@@ -61,17 +62,18 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // sendFrames sends buf[frameHeaderLen:frameHeaderLen+n] as DATA frames,
-// each as large as the windows and the peer's frame size allow. Each
-// frame's header is written into the 9 bytes before its payload: the
-// headroom for the first, already sent bytes for the others.
-func (s *Stream) sendFrames(buf []byte, n int) error {
+// each as large as the windows and the peer's frame size allow, and
+// returns how many payload bytes went out. Each frame's header is written
+// into the 9 bytes before its payload: the headroom for the first, already
+// sent bytes for the others.
+func (s *Stream) sendFrames(buf []byte, n int) (int, error) {
 	c := s.c
 	off := frameHeaderLen
 	end := frameHeaderLen + n
 	for off < end {
 		k, err := s.takeCredit(end - off)
 		if err != nil {
-			return err
+			return off - frameHeaderLen, err
 		}
 		frame := buf[off-frameHeaderLen : off+k]
 		putDataHeader(frame, s.id, k)
@@ -79,11 +81,11 @@ func (s *Stream) sendFrames(buf []byte, n int) error {
 			_, err := c.nc.Write(frame)
 			return err
 		}); err != nil {
-			return err
+			return off - frameHeaderLen, err
 		}
 		off += k
 	}
-	return nil
+	return n, nil
 }
 
 // takeCredit waits for flow-control credit and takes up to want bytes of
@@ -142,9 +144,11 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			c.mu.Unlock()
 			return total, err
 		}
-		// While w writes from the buffer, pushLocked only appends to it,
-		// never compacts it: the bytes in view stay where they are.
+		// While w writes from the buffer, the reader only appends to it or
+		// moves it to a new array, never compacts it in place: the bytes
+		// in view stay where they are.
 		view := s.rbuf[s.roff:]
+		start := s.base + s.roff
 		s.writing = true
 		c.mu.Unlock()
 
@@ -152,10 +156,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 
 		c.mu.Lock()
 		s.writing = false
-		s.roff += n
-		if s.roff == len(s.rbuf) && !s.filling {
-			s.rbuf, s.roff = s.rbuf[:0], 0
-		}
+		s.consumedLocked(start, n)
 		streamInc, connInc := s.creditLocked(n)
 		c.mu.Unlock()
 		s.sendCredit(streamInc, connInc)

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -122,6 +123,11 @@ func echo(s *Stream) {
 	if err := s.Respond(200); err != nil {
 		return
 	}
+	echoAnswered(s)
+}
+
+// echoAnswered is echo for a stream already answered 200.
+func echoAnswered(s *Stream) {
 	if _, err := io.Copy(s, s); err == nil {
 		_ = s.CloseWrite()
 	}
@@ -732,5 +738,191 @@ func TestBulkLeavesNoBufferBehind(t *testing.T) {
 	t.Logf("heap grew by %d KiB over %d connections after 1 MiB each", grown>>10, conns)
 	if limit := int64(conns) * 128 << 10; grown > limit {
 		t.Fatalf("heap grew by %d KiB, more than 128 KiB per connection: buffers kept after the transfer", grown>>10)
+	}
+}
+
+// TestBufferStaysWithinTheWindow: a stream whose socket drains faster than
+// the network delivers (the reader spends its time filling the buffer while
+// WriteTo catches up) keeps its buffer within the stream window, however
+// much passes through.
+func TestBufferStaysWithinTheWindow(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	client, server := net.Pipe()
+	defer client.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		n      int64
+		maxCap int
+	}
+	res := make(chan result, 1)
+	go func() {
+		_ = Serve(ctx, server, func(s *Stream) {
+			defer s.Close()
+			_ = s.Respond(200)
+			up, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer up.Close()
+			stop := make(chan struct{})
+			maxCap := make(chan int, 1)
+			go func() {
+				m := 0
+				for {
+					s.c.mu.Lock()
+					m = max(m, cap(s.rbuf))
+					s.c.mu.Unlock()
+					select {
+					case <-stop:
+						maxCap <- m
+						return
+					case <-time.After(100 * time.Microsecond):
+					}
+				}
+			}()
+			n, _ := s.WriteTo(up)
+			close(stop)
+			res <- result{n, <-maxCap}
+		})
+	}()
+	if _, err := client.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(client, client)
+	// Credit the server grants, as a sender must respect it.
+	var mu sync.Mutex
+	credit := int64(65535)
+	more := sync.NewCond(&mu)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+					credit += int64(v) - 65535
+				}
+			case *http2.WindowUpdateFrame:
+				if f.StreamID == 1 {
+					credit += int64(f.Increment)
+				}
+			}
+			more.Broadcast()
+			mu.Unlock()
+		}
+	}()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	_ = enc.WriteField(hpack.HeaderField{Name: ":method", Value: "CONNECT"})
+	_ = enc.WriteField(hpack.HeaderField{Name: ":authority", Value: "10.0.0.1:80"})
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	const size, frames = 256 << 10, 120
+	payload := make([]byte, size)
+	for range frames {
+		mu.Lock()
+		for credit < size {
+			more.Wait()
+		}
+		credit -= size
+		mu.Unlock()
+		// The header, a pause, then the payload: the server's reader
+		// waits with the buffer's end open while WriteTo drains it.
+		var h [9]byte
+		h[0], h[1], h[2] = byte(size>>16), byte(size>>8&0xff), byte(size&0xff)
+		h[3] = byte(http2.FrameData)
+		binary.BigEndian.PutUint32(h[5:], 1)
+		if _, err := client.Write(h[:]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Microsecond)
+		if _, err := client.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fr.WriteData(1, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-res:
+		t.Logf("%d bytes through, largest buffer %d KiB", r.n, r.maxCap>>10)
+		if r.n != size*frames {
+			t.Fatalf("%d bytes through, want %d", r.n, size*frames)
+		}
+		if r.maxCap > streamWindow {
+			t.Fatalf("the buffer grew to %d KiB, past the %d KiB stream window", r.maxCap>>10, streamWindow>>10)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("transfer did not finish")
+	}
+}
+
+// TestClosedStreamsReturnConnectionCredit: streams closed with bytes still
+// in their buffers give those bytes' connection credit back, so a pooled
+// connection whose clients abandon tunnels mid-transfer keeps flowing.
+func TestClosedStreamsReturnConnectionCredit(t *testing.T) {
+	cli, srv := tlsPair(t)
+	addr := listen(t, srv, func(s *Stream) {
+		defer s.Close()
+		_ = s.Respond(200)
+		if s.Authority == "10.0.0.2:80" {
+			echoAnswered(s)
+			return
+		}
+		// Take one byte, then abandon the rest.
+		var b [1]byte
+		_, _ = io.ReadFull(s, b[:])
+	})
+	cc := dial(t, cli, addr)
+	chunk := make([]byte, 1<<20)
+	done := make(chan error, 1)
+	go func() {
+		// 40 MiB abandoned in all, over two and a half connection windows.
+		for range 40 {
+			s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
+			if err != nil {
+				done <- err
+				return
+			}
+			_, _ = s.Write(chunk)
+			_, _ = io.Copy(io.Discard, s)
+			s.Close()
+		}
+		s, err := cc.Open(context.Background(), "10.0.0.2:80", nil)
+		if err == nil {
+			err = roundTrip(s, 64<<10)
+			s.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the connection stalled: credit of abandoned streams not returned")
 	}
 }

@@ -42,6 +42,9 @@ type Stream struct {
 	// be compacted; filling while the reader reads into the room after
 	// rbuf's end, which must then not be reset.
 	writing, filling bool
+	// base counts the bytes dropped from rbuf's front, so that base+roff
+	// is an absolute position that survives compaction.
+	base int
 	// sink is WriteTo's destination socket, when it has one; sinkWaiting
 	// is set while WriteTo waits for data. The reader then writes arriving
 	// data to the socket itself, without waking WriteTo (see onData).
@@ -81,29 +84,52 @@ func (s *Stream) pushLocked(p []byte) {
 }
 
 // growLocked makes room for n more bytes after the buffer's end and
-// returns that room; the caller fills it, then extends rbuf over it. What
-// was already read is compacted away first when that frees enough, unless
-// WriteTo is writing from the buffer.
+// returns that room; the caller fills it, then extends rbuf over it. When
+// the room is short, what was already read is dropped: in place, or, while
+// WriteTo writes from the buffer, by moving the unread bytes to a new array
+// (WriteTo's view of the old one stays valid, and base keeps its offsets
+// right). Flow control bounds unread bytes plus n by the stream window, so
+// the buffer never grows past it.
 func (s *Stream) growLocked(n int) []byte {
-	if s.roff > 0 && s.roff >= len(s.rbuf)/2 && !s.writing {
-		k := copy(s.rbuf, s.rbuf[s.roff:])
-		s.rbuf = s.rbuf[:k]
+	if cap(s.rbuf)-len(s.rbuf) < n {
+		unread := len(s.rbuf) - s.roff
+		if !s.writing && unread+n <= cap(s.rbuf) {
+			copy(s.rbuf, s.rbuf[s.roff:])
+			s.rbuf = s.rbuf[:unread]
+		} else {
+			size := cap(s.rbuf)
+			if unread+n > size {
+				size = max(unread+n, min(2*size, streamWindow))
+			}
+			grown := make([]byte, unread, size)
+			copy(grown, s.rbuf[s.roff:])
+			s.rbuf = grown
+		}
+		s.base += s.roff
 		s.roff = 0
 	}
-	if cap(s.rbuf)-len(s.rbuf) < n {
-		// A new array, offsets kept: a WriteTo in progress still writes
-		// from the old one, which stays valid.
-		grown := make([]byte, len(s.rbuf), max(2*cap(s.rbuf), len(s.rbuf)+n))
-		copy(grown, s.rbuf)
-		s.rbuf = grown
-	}
 	return s.rbuf[len(s.rbuf) : len(s.rbuf)+n]
+}
+
+// consumedLocked moves the read offset n bytes past the absolute position
+// start (base+roff when the read began), and empties the buffer once all
+// of it is read, unless the reader is filling its end.
+func (s *Stream) consumedLocked(start, n int) {
+	s.roff = start + n - s.base
+	if s.roff == len(s.rbuf) && !s.filling {
+		s.base += s.roff
+		s.rbuf, s.roff = s.rbuf[:0], 0
+	}
 }
 
 // resetLocked fails the stream for both directions.
 func (s *Stream) resetLocked(err error) {
 	if s.reset == nil {
 		s.reset = err
+		// Bytes buffered and never to be consumed as the stream's would
+		// hold the connection's window for good: credit them now
+		// (creditLocked adds no connection credit after a reset).
+		s.c.recvUnacked += int32(len(s.rbuf) - s.roff)
 		select {
 		case s.resp <- response{err: err}:
 		default:
@@ -138,10 +164,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n := copy(p, s.rbuf[s.roff:])
-	s.roff += n
-	if s.roff == len(s.rbuf) && !s.filling {
-		s.rbuf, s.roff = s.rbuf[:0], 0
-	}
+	s.consumedLocked(s.base+s.roff, n)
 	streamInc, connInc := s.creditLocked(n)
 	c.mu.Unlock()
 	s.sendCredit(streamInc, connInc)
@@ -154,7 +177,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 func (s *Stream) creditLocked(n int) (streamInc, connInc uint32) {
 	c := s.c
 	s.unacked += int32(n)
-	c.recvUnacked += int32(n)
+	if s.reset == nil {
+		c.recvUnacked += int32(n)
+	}
 	if s.unacked >= streamWindow/4 && !s.recvEOF && s.reset == nil {
 		streamInc = uint32(s.unacked)
 		s.recvWindow += s.unacked
@@ -202,10 +227,11 @@ func (s *Stream) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
 		n := copy(buf[frameHeaderLen:], p)
-		if err := s.sendFrames(buf, n); err != nil {
+		sent, err := s.sendFrames(buf, n)
+		written += sent
+		if err != nil {
 			return written, err
 		}
-		written += n
 		p = p[n:]
 	}
 	return written, nil

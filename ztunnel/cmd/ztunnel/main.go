@@ -239,8 +239,22 @@ func run(o *options) error {
 	if md, err := structpb.NewStruct(map[string]any{"NODE_NAME": o.nodeName, "CLUSTER_ID": o.clusterID, "NAMESPACE": o.podNamespace, "NAME": o.podName}); err == nil {
 		node.Metadata = md
 	}
+	// Pods are taken from the node agent only once both xDS types have
+	// synced: a pod's listeners join its capture (SO_REUSEPORT beside a
+	// ztunnel being replaced), and a connection accepted before the
+	// services and policies are known could only be refused.
+	xdsSynced := make(chan struct{})
+	var syncedOnce sync.Once
 	xc := &xds.Client{Conn: xdsConn, Node: node, Store: store, Log: log.With("component", "xds"),
-		OnSynced: func(t string) { synced.Store(t, true) }}
+		OnSynced: func(t string) {
+			synced.Store(t, true)
+			for _, t := range xds.Types {
+				if _, ok := synced.Load(t); !ok {
+					return
+				}
+			}
+			syncedOnce.Do(func() { close(xdsSynced) })
+		}}
 
 	var wg sync.WaitGroup
 	runCtx, cancelRun := context.WithCancel(context.Background())
@@ -249,6 +263,12 @@ func run(o *options) error {
 	go func() { defer wg.Done(); xc.Run(runCtx) }()
 	go func() {
 		defer wg.Done()
+		select {
+		case <-xdsSynced:
+		case <-ctx.Done():
+			return
+		}
+		log.Info("xDS synced; taking pods from the node agent")
 		runZDS(ctx, o.zdsSocket, px, &zdsConnected, log.With("component", "zds"))
 	}()
 	log.Info("ztunnel started", "version", version, "node", o.nodeName, "xds", o.xdsAddress, "zds", o.zdsSocket)
