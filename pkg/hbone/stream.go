@@ -84,32 +84,34 @@ func (s *Stream) pushLocked(p []byte) {
 }
 
 // growLocked makes room for n more bytes after the buffer's end and
-// returns that room; the caller fills it, then extends rbuf over it. When
-// the room is short, what was already read is dropped: in place, or, while
-// WriteTo writes from the buffer, by moving the unread bytes to a new array
-// (WriteTo's view of the old one stays valid, and base keeps its offsets
-// right). Flow control bounds unread bytes plus n by the stream window, so
-// the buffer never grows past it.
+// returns that room; the caller fills it, then extends rbuf over it.
+// What was already read is compacted away in place when half the buffer
+// or more is read and WriteTo is not writing from it. When the room is
+// still short, the unread bytes move to a larger array (WriteTo's view of
+// the old one stays valid, and base keeps its offsets right), leaving the
+// read ones behind; the array doubles up to twice the stream window, which
+// flow control keeps unread bytes within.
 func (s *Stream) growLocked(n int) []byte {
+	if s.roff > 0 && s.roff >= len(s.rbuf)/2 && !s.writing {
+		k := copy(s.rbuf, s.rbuf[s.roff:])
+		s.rbuf = s.rbuf[:k]
+		s.base += s.roff
+		s.roff = 0
+	}
 	if cap(s.rbuf)-len(s.rbuf) < n {
 		unread := len(s.rbuf) - s.roff
-		if !s.writing && unread+n <= cap(s.rbuf) {
-			copy(s.rbuf, s.rbuf[s.roff:])
-			s.rbuf = s.rbuf[:unread]
-		} else {
-			size := cap(s.rbuf)
-			if unread+n > size {
-				size = max(unread+n, min(2*size, streamWindow))
-			}
-			grown := make([]byte, unread, size)
-			copy(grown, s.rbuf[s.roff:])
-			s.rbuf = grown
-		}
+		size := max(min(2*cap(s.rbuf), maxStreamBuf), unread+n)
+		grown := make([]byte, unread, size)
+		copy(grown, s.rbuf[s.roff:])
+		s.rbuf = grown
 		s.base += s.roff
 		s.roff = 0
 	}
 	return s.rbuf[len(s.rbuf) : len(s.rbuf)+n]
 }
+
+// maxStreamBuf bounds the array behind a stream's buffer.
+const maxStreamBuf = 2 * streamWindow
 
 // consumedLocked moves the read offset n bytes past the absolute position
 // start (base+roff when the read began), and empties the buffer once all
