@@ -62,18 +62,10 @@ is not a terminal (scripts, CI) it proceeds as if -y were given.`,
 			if o.dryRun {
 				return dryRun(cmd, out(cmd), flags.IstioNamespace, perChart)
 			}
-			if !o.yes && term.IsTerminal(int(os.Stdin.Fd())) {
-				ok, err := confirm(cmd.InOrStdin(), out(cmd), fmt.Sprintf("This will install the ambient mesh into namespace %s of %s. Proceed? (y/N) ", flags.IstioNamespace, clusterName(flags)))
-				if err != nil || !ok {
-					fmt.Fprintln(out(cmd), "Cancelled.")
-					return err
-				}
-			}
-			clients, err := flags.Clients()
-			if err != nil {
+			in, err := confirmedInstaller(cmd, flags, o.yes, o.timeout, "install the ambient mesh into")
+			if in == nil {
 				return err
 			}
-			in := &install.Installer{Getter: flags.Getter(), Clients: clients, Namespace: flags.IstioNamespace, Timeout: o.timeout, Out: out(cmd)}
 			return in.Install(cmd.Context(), perChart)
 		},
 	}
@@ -137,6 +129,24 @@ func dryRun(cmd *cobra.Command, w io.Writer, namespace string, perChart map[stri
 	return nil
 }
 
+// confirmedInstaller asks on a terminal, unless yes, whether to "<action>
+// namespace N of cluster C", then connects to the cluster. It returns nil
+// when the user declined (and an error only if something failed).
+func confirmedInstaller(cmd *cobra.Command, flags *kube.Flags, yes bool, timeout time.Duration, action string) (*install.Installer, error) {
+	if !yes && term.IsTerminal(int(os.Stdin.Fd())) {
+		ok, err := confirm(cmd.InOrStdin(), out(cmd), fmt.Sprintf("This will %s namespace %s of %s. Proceed? (y/N) ", action, flags.IstioNamespace, clusterName(flags)))
+		if err != nil || !ok {
+			fmt.Fprintln(out(cmd), "Cancelled.")
+			return nil, err
+		}
+	}
+	clients, err := flags.Clients()
+	if err != nil {
+		return nil, err
+	}
+	return &install.Installer{Getter: flags.Getter(), Clients: clients, Namespace: flags.IstioNamespace, Timeout: timeout, Out: out(cmd)}, nil
+}
+
 func confirm(in io.Reader, w io.Writer, prompt string) (bool, error) {
 	fmt.Fprint(w, prompt)
 	line, err := bufio.NewReader(in).ReadString('\n')
@@ -177,22 +187,14 @@ kept.
 Without -y, uninstall asks for confirmation when stdin is a terminal.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !yes && term.IsTerminal(int(os.Stdin.Fd())) {
-				what := "the ambient mesh"
-				if purge {
-					what += " and its CRDs (with every Istio resource in them)"
-				}
-				ok, err := confirm(cmd.InOrStdin(), out(cmd), fmt.Sprintf("This will remove %s from namespace %s of %s. Proceed? (y/N) ", what, flags.IstioNamespace, clusterName(flags)))
-				if err != nil || !ok {
-					fmt.Fprintln(out(cmd), "Cancelled.")
-					return err
-				}
+			what := "remove the ambient mesh from"
+			if purge {
+				what = "remove the ambient mesh and its CRDs (with every Istio resource in them) from"
 			}
-			clients, err := flags.Clients()
-			if err != nil {
+			in, err := confirmedInstaller(cmd, flags, yes, timeout, what)
+			if in == nil {
 				return err
 			}
-			in := &install.Installer{Getter: flags.Getter(), Clients: clients, Namespace: flags.IstioNamespace, Timeout: timeout, Out: out(cmd)}
 			return in.Uninstall(cmd.Context(), purge)
 		},
 	}

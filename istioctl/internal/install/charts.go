@@ -18,19 +18,27 @@ import (
 	"github.com/ambient-mesh/mesh/charts"
 )
 
-// ReleaseNames are the Helm release names of the charts, as in Istio's Helm
-// install docs, so that helm list and helm upgrade work on them.
-var ReleaseNames = map[string]string{
-	"base":    "istio-base",
-	"istiod":  "istiod",
-	"cni":     "istio-cni",
-	"ztunnel": "ztunnel",
+// chartNames are what Istio calls each chart: its Helm release name, as in
+// Istio's Helm install docs (so that helm list and helm upgrade work on
+// it), and its title in progress lines, as Istio's installer prints it.
+var chartNames = map[string]struct{ release, title string }{
+	"base":    {"istio-base", "Istio core"},
+	"istiod":  {"istiod", "Istiod"},
+	"cni":     {"istio-cni", "CNI"},
+	"ztunnel": {"ztunnel", "Ztunnel"},
 }
 
 // ReleaseName returns the release name of chart.
 func ReleaseName(chartName string) string {
-	if n, ok := ReleaseNames[chartName]; ok {
-		return n
+	if n, ok := chartNames[chartName]; ok {
+		return n.release
+	}
+	return chartName
+}
+
+func title(chartName string) string {
+	if n, ok := chartNames[chartName]; ok {
+		return n.title
 	}
 	return chartName
 }

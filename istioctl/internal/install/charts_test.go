@@ -61,7 +61,7 @@ func TestUninstallOrder(t *testing.T) {
 
 func TestReleaseNames(t *testing.T) {
 	for _, c := range charts.Order {
-		if _, ok := ReleaseNames[c]; !ok {
+		if _, ok := chartNames[c]; !ok {
 			t.Errorf("chart %s has no release name", c)
 		}
 	}

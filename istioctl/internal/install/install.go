@@ -25,21 +25,6 @@ import (
 	"github.com/ambient-mesh/mesh/istioctl/internal/kube"
 )
 
-// Titles are what progress lines call each chart, as Istio's installer does.
-var Titles = map[string]string{
-	"base":    "Istio core",
-	"istiod":  "Istiod",
-	"cni":     "CNI",
-	"ztunnel": "Ztunnel",
-}
-
-func title(chartName string) string {
-	if t, ok := Titles[chartName]; ok {
-		return t
-	}
-	return chartName
-}
-
 // maxHistory is how many revisions of a release are kept, as helm
 // upgrade's --history-max default.
 const maxHistory = 10
