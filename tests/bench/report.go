@@ -35,21 +35,32 @@ const (
 	busyLag       = 200 * time.Microsecond // open-loop send lag, p50
 )
 
-// PathResult is one path's figures.
+// PathResult is one path's figures. Each is the median of the rounds'
+// (see summarizeRounds), and the rounds' own figures come with them.
 type PathResult struct {
-	Name        string     `json:"name"`
-	Proxies     []string   `json:"proxies,omitempty"`
-	Throughput1 Throughput `json:"throughput_1_stream"`
-	ThroughputN Throughput `json:"throughput_n_streams"`
-	RTT         Summary    `json:"rtt_1_byte"`
-	Requests    RateResult `json:"requests"`
+	Name        string        `json:"name"`
+	Proxies     []string      `json:"proxies,omitempty"`
+	Throughput1 Throughput    `json:"throughput_1_stream"`
+	ThroughputN Throughput    `json:"throughput_n_streams"`
+	RTT         Summary       `json:"rtt_1_byte"`
+	Requests    RateResult    `json:"requests"`
+	Rounds      []RoundResult `json:"rounds,omitempty"`
 	// Ratios against the baselines measured in the same run; absent for
 	// a baseline itself and when the baseline was not measured.
 	VsDirect   *Comparison `json:"vs_direct,omitempty"`
 	VsTLSChain *Comparison `json:"vs_tls_chain,omitempty"`
 }
 
-// Throughput is one bulk-transfer run, client to server.
+// RoundResult is what one round measured on a path.
+type RoundResult struct {
+	Throughput1 Throughput `json:"throughput_1_stream"`
+	ThroughputN Throughput `json:"throughput_n_streams"`
+	RTT         Summary    `json:"rtt_1_byte"`
+	Requests    RateResult `json:"requests"`
+}
+
+// Throughput is one bulk-transfer run, client to server. Over several
+// rounds, Bytes and Seconds are their sums, the rates their medians.
 type Throughput struct {
 	Streams       int     `json:"streams"`
 	Bytes         int64   `json:"bytes"`
@@ -59,7 +70,9 @@ type Throughput struct {
 	ProxyCPUPerGiB *float64 `json:"proxy_cpu_s_per_gib,omitempty"`
 }
 
-// RateResult is the fixed-rate request run.
+// RateResult is the fixed-rate request run. Over several rounds, each
+// figure is the median of the rounds', except peak RSS: the first
+// round's, the only one that no bulk transfer went before.
 type RateResult struct {
 	Latency     Summary `json:"latency"`
 	DispatchLag Summary `json:"dispatch_lag"`
@@ -87,6 +100,9 @@ type Comparison struct {
 	RTTP99      time.Duration `json:"rtt_p99_delta_ns"`
 	ReqP50      time.Duration `json:"req_p50_delta_ns"`
 	ReqP99      time.Duration `json:"req_p99_delta_ns"`
+	// Rounds compares round by round, each from figures measured moments
+	// apart; the fields above are then the medians of these.
+	Rounds []Comparison `json:"rounds,omitempty"`
 }
 
 func newReport(started time.Time, host HostInfo, cfg Config, results []PathResult) *Report {
@@ -113,9 +129,35 @@ func (r *Report) find(name string) *PathResult {
 	return nil
 }
 
+// compare sets p against base. With rounds, each round of p is set
+// against the same round of base, measured moments before or after it,
+// and the comparison is the median of those: a machine whose speed
+// drifts over the run moves both sides of each pair alike, where the
+// medians of the two paths' figures could come from different moments.
 func compare(p, base *PathResult) *Comparison {
-	return &Comparison{
-		Base:        base.Name,
+	if len(p.Rounds) == 0 || len(p.Rounds) != len(base.Rounds) {
+		c := compareRound(&RoundResult{p.Throughput1, p.ThroughputN, p.RTT, p.Requests},
+			&RoundResult{base.Throughput1, base.ThroughputN, base.RTT, base.Requests})
+		c.Base = base.Name
+		return &c
+	}
+	c := &Comparison{Base: base.Name}
+	for i := range p.Rounds {
+		rc := compareRound(&p.Rounds[i], &base.Rounds[i])
+		rc.Base = base.Name
+		c.Rounds = append(c.Rounds, rc)
+	}
+	c.Throughput1 = medianOf(c.Rounds, func(c Comparison) float64 { return c.Throughput1 })
+	c.ThroughputN = medianOf(c.Rounds, func(c Comparison) float64 { return c.ThroughputN })
+	c.RTTP50 = medianOf(c.Rounds, func(c Comparison) time.Duration { return c.RTTP50 })
+	c.RTTP99 = medianOf(c.Rounds, func(c Comparison) time.Duration { return c.RTTP99 })
+	c.ReqP50 = medianOf(c.Rounds, func(c Comparison) time.Duration { return c.ReqP50 })
+	c.ReqP99 = medianOf(c.Rounds, func(c Comparison) time.Duration { return c.ReqP99 })
+	return c
+}
+
+func compareRound(p, base *RoundResult) Comparison {
+	return Comparison{
 		Throughput1: ratio(p.Throughput1.BitsPerSecond, base.Throughput1.BitsPerSecond),
 		ThroughputN: ratio(p.ThroughputN.BitsPerSecond, base.ThroughputN.BitsPerSecond),
 		RTTP50:      p.RTT.P50 - base.RTT.P50,
@@ -152,6 +194,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "netbench %s: kernel %s, %d CPUs, %s, %s; every figure from this run\n",
 		r.Started.Format(time.DateTime), r.Host.Kernel, r.Host.CPUs, r.Host.Go, ktls)
 	fmt.Fprintf(&b, "other work on the machine during the run: %.2f of %d CPUs\n", r.Host.OtherLoad, r.Host.CPUs)
+	if c.Rounds > 1 {
+		fmt.Fprintf(&b, "%d rounds, each measuring every path in turn; each figure is the median of the rounds'\n", c.Rounds)
+	}
 	fmt.Fprintf(&b, "throughput: 1 and %d streams of 256 KiB writes, %s after %s warm-up\n", c.Streams, c.Duration, c.Warmup)
 	fmt.Fprintf(&b, "rtt: %d 1-byte ping-pongs on one connection\n", c.RTTIters)
 	fmt.Fprintf(&b, "req: %d/s open loop (latency from scheduled send), %d B each way, %d connections, %s after %s warm-up\n\n",
@@ -199,7 +244,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if len(rows) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "\nvs %s: throughput as path/%s, latency as path - %s\n", base.name, base.name, base.name)
+		fmt.Fprintf(&b, "\nvs %s: throughput as path/%s, latency as path - %s", base.name, base.name, base.name)
+		if c.Rounds > 1 {
+			fmt.Fprintf(&b, "; median of the rounds' pairs, lowest..highest below")
+		}
+		b.WriteString("\n")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintf(tw, "path\ttput 1\ttput %d\trtt p50\trtt p99\treq p50\treq p99\t\n", c.Streams)
 		for _, p := range rows {
@@ -207,18 +256,36 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.Name,
 				fmtRatio(cmp.Throughput1), fmtRatio(cmp.ThroughputN),
 				fmtDelta(cmp.RTTP50), fmtDelta(cmp.RTTP99), fmtDelta(cmp.ReqP50), fmtDelta(cmp.ReqP99))
+			if len(cmp.Rounds) > 1 {
+				fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+					spread(cmp.Rounds, func(c Comparison) float64 { return c.Throughput1 }, fmtRatio),
+					spread(cmp.Rounds, func(c Comparison) float64 { return c.ThroughputN }, fmtRatio),
+					spread(cmp.Rounds, func(c Comparison) time.Duration { return c.RTTP50 }, fmtDelta),
+					spread(cmp.Rounds, func(c Comparison) time.Duration { return c.RTTP99 }, fmtDelta),
+					spread(cmp.Rounds, func(c Comparison) time.Duration { return c.ReqP50 }, fmtDelta),
+					spread(cmp.Rounds, func(c Comparison) time.Duration { return c.ReqP99 }, fmtDelta))
+			}
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(&b, "\nproxy cpu: utime+stime of all hops over the measured window (10 ms ticks); proxy peak rss: sum of the hops' VmHWM during the req run\n")
+	fmt.Fprintf(&b, "\nproxy cpu: utime+stime of all hops over the measured window (10 ms ticks); proxy peak rss: sum of the hops' VmHWM during the first req run\n")
 	fmt.Fprintf(&b, "harness check: open-loop send lag behind schedule p50 %s, p99 %s (worst path; counted in req latency)\n", fmtDur(lag50), fmtDur(lag99))
 	if r.Host.OtherLoad > busyOtherLoad || lag50 > busyLag {
 		fmt.Fprintf(&b, "WARNING: the machine was busy with other work; figures, the req latencies above all, are not representative\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// spread formats the lowest and the highest of f over the rounds.
+func spread[V float64 | time.Duration](rounds []Comparison, f func(Comparison) V, format func(V) string) string {
+	lo, hi := f(rounds[0]), f(rounds[0])
+	for _, r := range rounds[1:] {
+		lo, hi = min(lo, f(r)), max(hi, f(r))
+	}
+	return format(lo) + ".." + format(hi)
 }
 
 func fmtBits(bps float64) string {

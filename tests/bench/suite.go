@@ -17,6 +17,7 @@ import (
 // Config is one benchmark run.
 type Config struct {
 	Paths    []string      `json:"paths"`
+	Rounds   int           `json:"rounds"`      // times each measurement runs on every path
 	Warmup   time.Duration `json:"warmup_ns"`   // unmeasured lead-in of throughput and request runs
 	Duration time.Duration `json:"duration_ns"` // measured window of throughput and request runs
 	Streams  int           `json:"streams"`     // connections of the parallel throughput run
@@ -29,12 +30,13 @@ type Config struct {
 	Log    *slog.Logger `json:"-"`
 }
 
-// DefaultConfig measures the default paths in well under three minutes.
+// DefaultConfig measures the default paths in about three minutes.
 func DefaultConfig() Config {
 	return Config{
 		Paths:    DefaultPaths(),
+		Rounds:   3,
 		Warmup:   time.Second,
-		Duration: 5 * time.Second,
+		Duration: 3 * time.Second,
 		Streams:  8,
 		RTTIters: 10000,
 		Rate:     1000,
@@ -47,7 +49,7 @@ func (c Config) validate() error {
 	if len(c.Paths) == 0 {
 		return errors.New("no paths to measure")
 	}
-	if c.Warmup < 0 || c.Duration <= 0 || c.Streams <= 0 || c.RTTIters <= 0 || c.Rate <= 0 || c.Conns <= 0 || c.Size <= 0 {
+	if c.Rounds <= 0 || c.Warmup < 0 || c.Duration <= 0 || c.Streams <= 0 || c.RTTIters <= 0 || c.Rate <= 0 || c.Conns <= 0 || c.Size <= 0 {
 		return fmt.Errorf("invalid config: %+v", c)
 	}
 	if time.Second/time.Duration(c.Rate) > c.Duration {
@@ -120,36 +122,47 @@ func run(ctx context.Context, cfg Config) (_ *Report, err error) {
 		for _, p := range r.ep.Proxies {
 			results[i].Proxies = append(results[i].Proxies, p.Name)
 		}
+		results[i].Rounds = make([]RoundResult, cfg.Rounds)
 	}
 	// Each measurement runs across all paths back to back before the next
-	// begins, so slow drift during the run spreads over the paths instead
-	// of favouring one. Requests go before throughput so that the proxies'
-	// peak RSS reflects request load, not buffers left from bulk transfer.
+	// begins, and the whole set runs Rounds times, each round starting
+	// with the next path: drift on the machine, slow or sudden, then lands
+	// on every path alike, and each ratio is taken between figures
+	// measured moments apart (see compare). Requests go before throughput
+	// so that the proxies' peak RSS reflects request load, not buffers
+	// left from bulk transfer.
 	phases := []struct {
 		name string
-		run  func(context.Context, *Env, Config, Endpoint, *PathResult) error
+		run  func(context.Context, *Env, Config, Endpoint, *RoundResult) error
 	}{
 		{"1-byte rtt", measureRTTPhase},
 		{"requests", measureRatePhase},
-		{"throughput, 1 stream", func(ctx context.Context, e *Env, c Config, ep Endpoint, r *PathResult) error {
+		{"throughput, 1 stream", func(ctx context.Context, e *Env, c Config, ep Endpoint, r *RoundResult) error {
 			return measureThroughputPhase(ctx, e, c, ep, 1, &r.Throughput1)
 		}},
-		{fmt.Sprintf("throughput, %d streams", cfg.Streams), func(ctx context.Context, e *Env, c Config, ep Endpoint, r *PathResult) error {
+		{fmt.Sprintf("throughput, %d streams", cfg.Streams), func(ctx context.Context, e *Env, c Config, ep Endpoint, r *RoundResult) error {
 			return measureThroughputPhase(ctx, e, c, ep, c.Streams, &r.ThroughputN)
 		}},
 	}
-	for _, ph := range phases {
-		for i, r := range up {
-			cfg.Log.Info("measuring", "what", ph.name, "path", r.path.Name())
-			if err := ph.run(ctx, env, cfg, r.ep, &results[i]); err != nil {
-				return nil, fmt.Errorf("%s on %s: %w", ph.name, r.path.Name(), err)
+	for round := range cfg.Rounds {
+		for _, ph := range phases {
+			for k := range up {
+				i := (round + k) % len(up)
+				r := up[i]
+				cfg.Log.Info("measuring", "round", round+1, "what", ph.name, "path", r.path.Name())
+				if err := ph.run(ctx, env, cfg, r.ep, &results[i].Rounds[round]); err != nil {
+					return nil, fmt.Errorf("round %d: %s on %s: %w", round+1, ph.name, r.path.Name(), err)
+				}
 			}
 		}
+	}
+	for i := range results {
+		results[i].summarizeRounds()
 	}
 	return newReport(started, hostInfo(), cfg, results), nil
 }
 
-func measureRTTPhase(ctx context.Context, env *Env, cfg Config, ep Endpoint, r *PathResult) error {
+func measureRTTPhase(ctx context.Context, env *Env, cfg Config, ep Endpoint, r *RoundResult) error {
 	res, err := env.RunClient(ctx, ep.Addr, ClientSpec{Mode: ModeRTT, Iters: cfg.RTTIters}, nil)
 	if err != nil {
 		return err
@@ -161,7 +174,7 @@ func measureRTTPhase(ctx context.Context, env *Env, cfg Config, ep Endpoint, r *
 	return nil
 }
 
-func measureRatePhase(ctx context.Context, env *Env, cfg Config, ep Endpoint, r *PathResult) error {
+func measureRatePhase(ctx context.Context, env *Env, cfg Config, ep Endpoint, r *RoundResult) error {
 	// Peak RSS from here on is the peak under request load.
 	for _, p := range ep.Proxies {
 		if err := procstat.ResetPeak(p.Pid()); err != nil {

@@ -4,7 +4,7 @@
 // on two nodes built from network namespaces. It prints absolute figures
 // and ratios against the direct path and the TLS chain. Run it as root:
 //
-//	go run ./tests/bench/cmd/netbench [-duration 5s] [-json]
+//	go run ./tests/bench/cmd/netbench [-rounds 3] [-duration 3s] [-json]
 package main
 
 import (
@@ -28,6 +28,7 @@ func main() {
 
 	cfg := bench.DefaultConfig()
 	paths := flag.String("paths", strings.Join(cfg.Paths, ","), "comma-separated paths to measure, in report order ")
+	flag.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "times each measurement runs on every path; figures are the rounds' medians")
 	flag.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured window of each throughput and request run")
 	flag.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "unmeasured lead-in of each throughput and request run")
 	flag.IntVar(&cfg.Streams, "streams", cfg.Streams, "connections of the parallel throughput run")
