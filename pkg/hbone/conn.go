@@ -79,7 +79,7 @@ type conn struct {
 }
 
 // maxDirectWrite is the largest frame the reader writes to a stream's
-// socket itself (see onData).
+// socket itself (see readDataFrame).
 const maxDirectWrite = 32 << 10
 
 // maxQueuedControl bounds the control frames waiting to be written; a peer
@@ -382,7 +382,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 	// Whether the payload reached the stream's buffer, for Read or WriteTo
 	// to wake up to.
 	buffered := false
-	if s.sinkWaiting && len(s.rbuf) == s.roff && size > 0 && size <= maxDirectWrite {
+	if s.sinkWaiting && s.rx.n == 0 && size > 0 && size <= maxDirectWrite {
 		// WriteTo is idle on an empty buffer: write to its socket from
 		// here, sparing a wake-up and a copy per frame. Only this goroutine
 		// adds data, and WriteTo sleeps until it does, so order holds.
@@ -425,16 +425,20 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 			buffered = s.reset == nil
 		}
 	} else if size > 0 {
-		// Read into the buffer's tail. While this goroutine reads with
-		// c.mu released, filling keeps the readers from emptying the
-		// buffer under it.
-		dst := s.growLocked(size)
-		s.filling = true
+		// Read into room reserved after the buffered bytes, with c.mu
+		// released: the stream's consumer reads only what is committed.
+		var segs [maxReadFrame/rxChunkSize + 2][]byte
+		room := s.rx.reserve(size, segs[:0])
 		c.mu.Unlock()
-		_, err := io.ReadFull(c.nc, dst)
+		var err error
+		for _, d := range room {
+			if _, err = io.ReadFull(c.nc, d); err != nil {
+				break
+			}
+		}
 		c.mu.Lock()
-		s.filling = false
 		if err != nil {
+			s.rx.abandon(size)
 			c.mu.Unlock()
 			return err
 		}
@@ -463,11 +467,14 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 }
 
 // keepLocked adds k payload bytes, read while c.mu was released, to the
-// stream's buffer: data if given, else the k bytes already read into the
-// buffer's tail. A stream reset meanwhile will never consume them, so
-// their connection credit goes back instead.
+// stream's buffer: data if given, else the k bytes already read into room
+// the buffer reserved. A stream reset meanwhile will never consume them,
+// so their connection credit goes back instead.
 func (c *conn) keepLocked(s *Stream, data []byte, k int) error {
 	if s.reset != nil {
+		if data == nil {
+			s.rx.abandon(k)
+		}
 		c.recvUnacked += int32(k)
 		if inc := c.takeConnCreditLocked(); inc > 0 {
 			return c.queueControl(func() error { return c.fr.WriteWindowUpdate(0, inc) })
@@ -475,10 +482,10 @@ func (c *conn) keepLocked(s *Stream, data []byte, k int) error {
 		return nil
 	}
 	if data != nil {
-		s.pushLocked(data)
+		s.rx.push(data)
 		return nil
 	}
-	s.rbuf = s.rbuf[:len(s.rbuf)+k]
+	s.rx.commit(k)
 	return nil
 }
 

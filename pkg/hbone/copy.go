@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"sync"
 	"syscall"
 
@@ -129,6 +130,10 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	c.mu.Lock()
 	s.sink = sink
 	c.mu.Unlock()
+	// The received bytes span chunks: written with one writev to a
+	// socket, one write each to anything else. Writing consumes view,
+	// so bufs keeps the slice's capacity for the next round.
+	var bufs, view net.Buffers
 	defer func() {
 		c.mu.Lock()
 		s.sink, s.sinkWaiting = nil, false
@@ -144,23 +149,28 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			c.mu.Unlock()
 			return total, err
 		}
-		// While w writes from the buffer, the reader only appends to it or
-		// moves it to a new array, never compacts it in place: the bytes
-		// in view stay where they are.
-		view := s.rbuf[s.roff:]
-		start := s.base + s.roff
-		s.writing = true
+		// Received bytes stay where they are until consumed, the reader
+		// only adds after them, and no other consumer runs meanwhile:
+		// the view holds while w writes.
+		bufs = s.rx.views(bufs[:0])
+		view = bufs
+		s.consuming = true
 		c.mu.Unlock()
 
-		n, werr := w.Write(view)
+		wn, werr := view.WriteTo(w)
+		n := int(wn)
 
 		c.mu.Lock()
-		s.writing = false
-		s.consumedLocked(start, n)
+		s.rx.consume(n)
+		s.consuming = false
+		if s.consumerWaiting {
+			s.consumerWaiting = false
+			s.rcond.Broadcast()
+		}
 		streamInc, connInc := s.creditLocked(n)
 		c.mu.Unlock()
 		s.sendCredit(streamInc, connInc)
-		total += int64(n)
+		total += wn
 		if werr != nil {
 			return total, werr
 		}

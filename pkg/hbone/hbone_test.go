@@ -741,10 +741,62 @@ func TestBulkLeavesNoBufferBehind(t *testing.T) {
 	}
 }
 
+// TestDrainedStreamHoldsNoBuffer: a tunnel that stays open after a burst
+// its reader fell behind on holds no receive buffer once the burst is read.
+// Long-lived tunnels (database pools, streaming RPC) are most of a node
+// proxy's connections, and each would otherwise keep its largest burst.
+func TestDrainedStreamHoldsNoBuffer(t *testing.T) {
+	cli, srv := tlsPair(t)
+	const burst = 768 << 10
+	type held struct{ buffered, after int }
+	got := make(chan held, 2)
+	addr := listen(t, srv, func(s *Stream) {
+		defer s.Close()
+		_ = s.Respond(200)
+		for range 2 {
+			// Fall behind: let the whole burst arrive before reading.
+			var h held
+			deadline := time.Now().Add(10 * time.Second)
+			for h.buffered < burst && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+				s.c.mu.Lock()
+				h.buffered = s.rx.n
+				s.c.mu.Unlock()
+			}
+			if _, err := io.ReadFull(s, make([]byte, burst)); err != nil {
+				t.Error(err)
+				return
+			}
+			s.c.mu.Lock()
+			h.after = s.rx.held()
+			s.c.mu.Unlock()
+			got <- h
+		}
+	})
+	cc := dial(t, cli, addr)
+	s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 2 {
+		if _, err := s.Write(make([]byte, burst)); err != nil {
+			t.Fatal(err)
+		}
+		h := <-got
+		if h.buffered != burst {
+			t.Fatalf("burst %d: %d bytes buffered before reading, want all %d (the test needs the reader behind)", i+1, h.buffered, burst)
+		}
+		if h.after != 0 {
+			t.Fatalf("burst %d: the open, drained stream holds %d KiB of receive buffer, want none", i+1, h.after>>10)
+		}
+	}
+}
+
 // TestBufferStaysWithinTheWindow: a stream whose socket drains faster than
 // the network delivers (the reader spends its time filling the buffer while
-// WriteTo catches up) keeps its buffer within its bound, twice the stream
-// window, however much passes through.
+// WriteTo catches up) keeps its buffer within its bound, the stream window
+// and a chunk, however much passes through.
 func TestBufferStaysWithinTheWindow(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -785,7 +837,7 @@ func TestBufferStaysWithinTheWindow(t *testing.T) {
 				m := 0
 				for {
 					s.c.mu.Lock()
-					m = max(m, cap(s.rbuf))
+					m = max(m, s.rx.held())
 					s.c.mu.Unlock()
 					select {
 					case <-stop:
@@ -872,7 +924,7 @@ func TestBufferStaysWithinTheWindow(t *testing.T) {
 			t.Fatalf("%d bytes through, want %d", r.n, size*frames)
 		}
 		if r.maxCap > maxStreamBuf {
-			t.Fatalf("the buffer grew to %d KiB, past its bound of %d KiB (twice the stream window)", r.maxCap>>10, maxStreamBuf>>10)
+			t.Fatalf("the buffer grew to %d KiB, past its bound of %d KiB (the stream window and a chunk)", r.maxCap>>10, maxStreamBuf>>10)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("transfer did not finish")

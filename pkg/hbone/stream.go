@@ -29,8 +29,7 @@ type Stream struct {
 
 	// Guarded by c.mu.
 	rcond      *sync.Cond
-	rbuf       []byte
-	roff       int
+	rx         rxBuf // received, unread bytes
 	recvEOF    bool
 	recvWindow int32
 	unacked    int32
@@ -38,16 +37,13 @@ type Stream struct {
 	sentEnd    bool
 	responded  bool
 	reset      error
-	// writing is set while WriteTo writes from rbuf, which must then not
-	// be compacted; filling while the reader reads into the room after
-	// rbuf's end, which must then not be reset.
-	writing, filling bool
-	// base counts the bytes dropped from rbuf's front, so that base+roff
-	// is an absolute position that survives compaction.
-	base int
+	// consuming is set while WriteTo writes received bytes with c.mu
+	// released; another Read or WriteTo meanwhile waits (consumerWaiting),
+	// so that no chunk it writes from can be consumed and reused under it.
+	consuming, consumerWaiting bool
 	// sink is WriteTo's destination socket, when it has one; sinkWaiting
 	// is set while WriteTo waits for data. The reader then writes arriving
-	// data to the socket itself, without waking WriteTo (see onData).
+	// data to the socket itself, without waking WriteTo (see readDataFrame).
 	sink        syscall.RawConn
 	sinkWaiting bool
 	direct      int64 // bytes the reader wrote to sink, for WriteTo's count
@@ -76,54 +72,6 @@ func (c *conn) makeStream(id uint32) *Stream {
 	return s
 }
 
-// pushLocked appends received bytes, compacting what was already read so
-// the buffer stays bounded by the stream window.
-func (s *Stream) pushLocked(p []byte) {
-	copy(s.growLocked(len(p)), p)
-	s.rbuf = s.rbuf[:len(s.rbuf)+len(p)]
-}
-
-// growLocked makes room for n more bytes after the buffer's end and
-// returns that room; the caller fills it, then extends rbuf over it.
-// What was already read is compacted away in place when half the buffer
-// or more is read and WriteTo is not writing from it. When the room is
-// still short, the unread bytes move to a larger array (WriteTo's view of
-// the old one stays valid, and base keeps its offsets right), leaving the
-// read ones behind; the array doubles up to twice the stream window, which
-// flow control keeps unread bytes within.
-func (s *Stream) growLocked(n int) []byte {
-	if s.roff > 0 && s.roff >= len(s.rbuf)/2 && !s.writing {
-		k := copy(s.rbuf, s.rbuf[s.roff:])
-		s.rbuf = s.rbuf[:k]
-		s.base += s.roff
-		s.roff = 0
-	}
-	if cap(s.rbuf)-len(s.rbuf) < n {
-		unread := len(s.rbuf) - s.roff
-		size := max(min(2*cap(s.rbuf), maxStreamBuf), unread+n)
-		grown := make([]byte, unread, size)
-		copy(grown, s.rbuf[s.roff:])
-		s.rbuf = grown
-		s.base += s.roff
-		s.roff = 0
-	}
-	return s.rbuf[len(s.rbuf) : len(s.rbuf)+n]
-}
-
-// maxStreamBuf bounds the array behind a stream's buffer.
-const maxStreamBuf = 2 * streamWindow
-
-// consumedLocked moves the read offset n bytes past the absolute position
-// start (base+roff when the read began), and empties the buffer once all
-// of it is read, unless the reader is filling its end.
-func (s *Stream) consumedLocked(start, n int) {
-	s.roff = start + n - s.base
-	if s.roff == len(s.rbuf) && !s.filling {
-		s.base += s.roff
-		s.rbuf, s.roff = s.rbuf[:0], 0
-	}
-}
-
 // resetLocked fails the stream for both directions.
 func (s *Stream) resetLocked(err error) {
 	if s.reset == nil {
@@ -131,7 +79,7 @@ func (s *Stream) resetLocked(err error) {
 		// Bytes buffered and never to be consumed as the stream's would
 		// hold the connection's window for good: credit them now
 		// (creditLocked adds no connection credit after a reset).
-		s.c.recvUnacked += int32(len(s.rbuf) - s.roff)
+		s.c.recvUnacked += int32(s.rx.n)
 		select {
 		case s.resp <- response{err: err}:
 		default:
@@ -142,15 +90,20 @@ func (s *Stream) resetLocked(err error) {
 	s.c.maybeForgetLocked(s)
 }
 
-// waitDataLocked waits until there are bytes to read, and reports whether
-// there are: false once the stream ended (s.reset tells how).
+// waitDataLocked waits until there are bytes to read and no other consumer
+// is writing from the buffer, and reports whether there are: false once
+// the stream ended (s.reset tells how).
 func (s *Stream) waitDataLocked() bool {
-	for len(s.rbuf) == s.roff && !s.recvEOF && s.reset == nil {
-		s.sinkWaiting = s.sink != nil
+	for s.consuming || (s.rx.n == 0 && !s.recvEOF && s.reset == nil) {
+		if s.consuming {
+			s.consumerWaiting = true
+		} else {
+			s.sinkWaiting = s.sink != nil
+		}
 		s.rcond.Wait()
 	}
 	s.sinkWaiting = false
-	return len(s.rbuf) > s.roff
+	return s.rx.n > 0
 }
 
 // Read reads tunnelled bytes; io.EOF once the peer closed its direction.
@@ -165,8 +118,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, err
 	}
-	n := copy(p, s.rbuf[s.roff:])
-	s.consumedLocked(s.base+s.roff, n)
+	n := s.rx.read(p)
 	streamInc, connInc := s.creditLocked(n)
 	c.mu.Unlock()
 	s.sendCredit(streamInc, connInc)
