@@ -49,6 +49,8 @@ func TestHarness(t *testing.T) {
 		{bench.PathDirect, func(t *bench.Topology) netip.Addr { return t.ClientIP }},
 		{bench.PathTCPChain, func(t *bench.Topology) netip.Addr { return t.Node2PodGateway }},
 		{bench.PathTLSChain, func(t *bench.Topology) netip.Addr { return t.Node2PodGateway }},
+		// In the server pod, the second hop dials the server locally.
+		{bench.PathTLSInPods, func(t *bench.Topology) netip.Addr { return t.ServerIP }},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			p, err := bench.NewPath(tc.path)

@@ -36,6 +36,11 @@ const (
 	PathTCPChain = "tcp-chain"
 	PathTLSChain = "tls-chain"
 	PathZtunnel  = "ztunnel"
+	// PathTLSInPods is the TLS chain with its forwarders in the pods'
+	// network namespaces, where ztunnel's listeners are: not measured by
+	// default, it tells what of ztunnel's gap to the TLS chain comes from
+	// where the proxies sit rather than from what they do.
+	PathTLSInPods = "tls-in-pods"
 )
 
 type pathEntry struct {
@@ -50,6 +55,7 @@ var paths = []pathEntry{
 	{PathTCPChain, true, func() Path { return &chainPath{name: PathTCPChain} }},
 	{PathTLSChain, true, func() Path { return &chainPath{name: PathTLSChain, tls: true} }},
 	{PathZtunnel, true, func() Path { return &ztunnelPath{} }},
+	{PathTLSInPods, false, func() Path { return &chainPath{name: PathTLSInPods, tls: true, inPods: true} }},
 }
 
 // DefaultPaths are the paths a run measures unless told otherwise.

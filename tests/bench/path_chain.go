@@ -13,10 +13,16 @@ import (
 // of the proxies alone. With tls, the hop between the nodes is mutual TLS
 // 1.3 with one TLS connection per client stream and no HTTP/2: the
 // practical ceiling of an encrypted two-proxy path in Go without kTLS.
+//
+// With inPods, the forwarders run where ztunnel's in-pod listeners do:
+// the first in the client pod's netns, the second in the server pod's, so
+// that both pods' ends are local deliveries as on the ztunnel path. Only
+// the capture's NAT and HBONE then tell the two apart.
 type chainPath struct {
-	name  string
-	tls   bool
-	procs []*Proc
+	name   string
+	tls    bool
+	inPods bool
+	procs  []*Proc
 }
 
 func (p *chainPath) Name() string { return p.name }
@@ -33,6 +39,12 @@ func (p *chainPath) Start(ctx context.Context, env *Env) (_ Endpoint, err error)
 	// reaches without leaving its node.
 	hop2 := netip.AddrPortFrom(t.Node2IP, env.Port())
 	hop1 := netip.AddrPortFrom(t.Node1PodGateway, env.Port())
+	ns1, ns2 := t.Node1, t.Node2
+	if p.inPods {
+		hop2 = netip.AddrPortFrom(t.ServerIP, env.Port())
+		hop1 = netip.AddrPortFrom(t.ClientIP, env.Port())
+		ns1, ns2 = t.ClientPod, t.ServerPod
+	}
 
 	args2 := []string{"-listen", hop2.String(), "-target", env.ServerAddr.String()}
 	args1 := []string{"-listen", hop1.String(), "-target", hop2.String()}
@@ -48,8 +60,8 @@ func (p *chainPath) Start(ctx context.Context, env *Env) (_ Endpoint, err error)
 		name string
 		args []string
 	}{
-		{t.Node2, p.name + "-node2", args2},
-		{t.Node1, p.name + "-node1", args1},
+		{ns2, p.name + "-node2", args2},
+		{ns1, p.name + "-node1", args1},
 	} {
 		proc, err := env.startChild(ctx, h.ns, h.name, roleForwarder, h.args...)
 		if err != nil {
