@@ -151,16 +151,7 @@ func tlsConn(b *testing.B, serve func(net.Conn)) net.Conn {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); serve(c) }()
-		}
-	}()
+	acceptLoop(b, ln, serve)
 	c, err := tls.Dial("tcp", ln.Addr().String(), cli)
 	if err != nil {
 		b.Fatal(err)
@@ -223,25 +214,15 @@ func BenchmarkTLSRelayRoundTrip(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := net.Dial("tcp", echoAddr)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { _, _ = io.Copy(c, up) }()
-				_, _ = io.Copy(up, c)
-			}()
+	acceptLoop(b, ln, func(c net.Conn) {
+		up, err := net.Dial("tcp", echoAddr)
+		if err != nil {
+			return
 		}
-	}()
+		defer up.Close()
+		go func() { _, _ = io.Copy(c, up) }()
+		_, _ = io.Copy(up, c)
+	})
 	front := tcpRelay(b, func(down net.Conn) {
 		up, err := tls.Dial("tcp", ln.Addr().String(), cli)
 		if err != nil {
@@ -276,6 +257,13 @@ func serveTCP(b *testing.B, handle func(net.Conn)) string {
 	if err != nil {
 		b.Fatal(err)
 	}
+	acceptLoop(b, ln, handle)
+	return ln.Addr().String()
+}
+
+// acceptLoop runs handle on each connection ln accepts, until the
+// benchmark ends, and closes the connection after.
+func acceptLoop(b *testing.B, ln net.Listener, handle func(net.Conn)) {
 	b.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -286,5 +274,4 @@ func serveTCP(b *testing.B, handle func(net.Conn)) string {
 			go func() { defer c.Close(); handle(c) }()
 		}
 	}()
-	return ln.Addr().String()
 }
