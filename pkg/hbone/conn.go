@@ -30,6 +30,12 @@ const (
 // ErrConnClosed is returned for streams of a connection that has ended.
 var ErrConnClosed = errors.New("hbone: connection closed")
 
+// ErrStreamRefused is returned for a stream the peer did not process: it
+// refused it (RST_STREAM REFUSED_STREAM) or is going away without having
+// seen it (GOAWAY with a lower last stream). HTTP/2 guarantees such a
+// stream had no effect, so it may be opened again on another connection.
+var ErrStreamRefused = errors.New("hbone: stream refused by the peer, not processed")
+
 // conn is one HTTP/2 connection carrying CONNECT tunnels, either side. One
 // goroutine reads frames and demultiplexes them into per-stream buffers; any
 // goroutine writes frames under wmu. Buffering per stream, bounded by flow
@@ -273,7 +279,15 @@ func (c *conn) handleFrame(f http2.Frame) error {
 	case *http2.RSTStreamFrame:
 		c.mu.Lock()
 		if s := c.streams[f.StreamID]; s != nil {
-			s.resetLocked(fmt.Errorf("hbone: stream reset by peer: %v", f.ErrCode))
+			if f.ErrCode == http2.ErrCodeRefusedStream && !c.server {
+				// A peer that refuses streams (draining, or past a limit
+				// it did not announce) gets no new ones on this
+				// connection; those it carries go on.
+				c.goingAway = true
+				s.resetLocked(ErrStreamRefused)
+			} else {
+				s.resetLocked(fmt.Errorf("hbone: stream reset by peer: %v", f.ErrCode))
+			}
 		}
 		c.mu.Unlock()
 	case *http2.PingFrame:
@@ -288,7 +302,7 @@ func (c *conn) handleFrame(f http2.Frame) error {
 		}
 		for id, s := range c.streams {
 			if id > f.LastStreamID && !c.server {
-				s.resetLocked(fmt.Errorf("hbone: connection going away: %v", f.ErrCode))
+				s.resetLocked(fmt.Errorf("%w: connection going away (%v)", ErrStreamRefused, f.ErrCode))
 			}
 		}
 		c.mu.Unlock()

@@ -36,11 +36,17 @@ type Pool[K comparable] struct {
 	reaper  sync.WaitGroup
 }
 
+// maxRefusedRetries bounds how often Open opens a stream again after the
+// peer refused it, so that a peer refusing every stream on a connection it
+// keeps open (at its stream limit) is not asked for ever.
+const maxRefusedRetries = 3
+
 // ErrPoolClosed is returned by Open after Close.
 var ErrPoolClosed = errors.New("hbone: pool closed")
 
 // Open starts a tunnel to authority over a connection for key.
 func (p *Pool[K]) Open(ctx context.Context, key K, authority string, header map[string][]string) (*Stream, error) {
+	refused := 0
 	for {
 		cc, err := p.conn(ctx, key)
 		if err != nil {
@@ -48,7 +54,16 @@ func (p *Pool[K]) Open(ctx context.Context, key K, authority string, header map[
 		}
 		s, err := cc.Open(ctx, authority, header)
 		// Another caller may have taken the last stream slot, or the
-		// connection may have just ended: pick again.
+		// connection may have just ended: pick again. So too when the
+		// peer refused the stream unprocessed, as a draining peer does:
+		// its connection is going away, so the next pick is another.
+		if errors.Is(err, ErrStreamRefused) {
+			refused++
+			if refused > maxRefusedRetries || ctx.Err() != nil {
+				return nil, err
+			}
+			continue
+		}
 		if errors.Is(err, ErrConnFull) || errors.Is(err, ErrConnClosed) {
 			continue
 		}

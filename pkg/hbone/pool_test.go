@@ -3,11 +3,14 @@ package hbone
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 type poolKey struct{ src, dst string }
@@ -131,6 +134,93 @@ func TestPoolMaxStreamsPerConn(t *testing.T) {
 	for _, n := range conns {
 		if n > 2 {
 			t.Fatalf("a connection carries %d streams, over the cap of 2", n)
+		}
+	}
+}
+
+// TestPoolReopensRefusedStreams: a stream the peer refused unprocessed, as
+// a draining ztunnel does to one that raced its GOAWAY, is opened again on
+// a new connection instead of failing the client's connection.
+func TestPoolReopensRefusedStreams(t *testing.T) {
+	for _, how := range []string{"goaway", "refused_stream"} {
+		t.Run(how, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				for i := 0; ; i++ {
+					nc, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					if i == 0 {
+						go refuseStreams(nc, how)
+						continue
+					}
+					go func() { defer nc.Close(); _ = Serve(ctx, nc, echo) }()
+				}
+			}()
+			var dials atomic.Int32
+			p := &Pool[poolKey]{Dial: func(ctx context.Context, _ poolKey) (net.Conn, error) {
+				dials.Add(1)
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", ln.Addr().String())
+			}}
+			defer p.Close()
+			octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer ocancel()
+			s, err := p.Open(octx, poolKey{"a", "b"}, "10.0.0.1:80", nil)
+			if err != nil {
+				t.Fatalf("open after the peer refused the stream: %v", err)
+			}
+			defer s.Close()
+			if _, err := s.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			var b [1]byte
+			if _, err := io.ReadFull(s, b[:]); err != nil || b[0] != 'x' {
+				t.Fatalf("echo through the second connection: %q, %v", b[:], err)
+			}
+			if n := dials.Load(); n != 2 {
+				t.Fatalf("%d dials, want 2: the refusing connection, then a new one", n)
+			}
+		})
+	}
+}
+
+// refuseStreams speaks HTTP/2 as a server that refuses every stream:
+// with GOAWAY naming no stream processed, as a draining server does, or
+// with RST_STREAM REFUSED_STREAM.
+func refuseStreams(nc net.Conn, how string) {
+	defer nc.Close()
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(nc, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(nc, nc)
+	if err := fr.WriteSettings(); err != nil {
+		return
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			if how == "goaway" {
+				_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+			} else {
+				_ = fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream)
+			}
 		}
 	}
 }

@@ -1,13 +1,18 @@
 package ztunnel_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambient-mesh/mesh/tests/meshlab"
 )
 
 // TestPodRemovalDrainsThenCuts unenrolls the server pod: ztunnel stops
@@ -123,5 +128,84 @@ func TestSIGTERMDrainsThenExits(t *testing.T) {
 		if len(logLines(m, 1, want)) == 0 {
 			t.Errorf("node1 log has no %q line", want)
 		}
+	}
+}
+
+// TestConnectionTakenBeforeSIGTERMIsServed: a connection ztunnel accepted
+// before SIGTERM, but whose tunnel is still being opened when the drain
+// begins, is served, not cut. During a ztunnel upgrade that is the
+// connection a client opened just before the old ztunnel stopped taking
+// new ones. The test holds the tunnel's dial up by dropping the server
+// pod's first HBONE SYNs, signals the client's ztunnel, then lets the SYN
+// retransmit through.
+func TestConnectionTakenBeforeSIGTERMIsServed(t *testing.T) {
+	m := newMesh(t, standardPods, "--termination-drain-duration=10s")
+	startApp(t, m, "server", 8080)
+	target := addr(m, "server", 8080)
+
+	drop := []string{"INPUT", "-p", "tcp", "--dport", "15008", "--syn", "-j", "DROP"}
+	serverNS := m.Topo.Pod("server").NS.Name
+	iptablesIn(t, serverNS, append([]string{"-A"}, drop...)...)
+	dropped := false
+	defer func() {
+		if !dropped {
+			iptablesIn(t, serverNS, append([]string{"-D"}, drop...)...)
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := meshlab.Dial(ctx, m.Topo.Pod("client").NS, target)
+	if err != nil {
+		t.Fatalf("client -> %s: %v", target, err)
+	}
+	defer c.Close()
+	waitFor(t, 10*time.Second, "the tunnel's SYN dropped at the server pod", func() error {
+		out, err := exec.Command("ip", "netns", "exec", serverNS, "iptables", "-w", "-L", "INPUT", "-v", "-x", "-n").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) > 2 && f[2] == "DROP" && f[0] != "0" {
+				return nil
+			}
+		}
+		return errors.New("no SYN dropped yet")
+	})
+
+	exited, err := m.Terminate(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "node1's ztunnel draining", func() error {
+		if len(logLines(m, 1, "draining")) == 0 {
+			return errors.New("no draining line yet")
+		}
+		return nil
+	})
+	iptablesIn(t, serverNS, append([]string{"-D"}, drop...)...)
+	dropped = true
+
+	// The SYN goes again after a second or three; the tunnel opens, and
+	// the server's greeting comes through.
+	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	greeting, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the connection taken before SIGTERM was not served: %v (got %q)\n%s", err, greeting, strings.Join(logLines(m, 1, ""), "\n"))
+	}
+	t.Logf("served during the drain: %q", strings.TrimSpace(greeting))
+	_ = c.Close()
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("ztunnel did not exit after its last connection closed")
+	}
+}
+
+func iptablesIn(t *testing.T, ns string, rule ...string) {
+	t.Helper()
+	args := append([]string{"netns", "exec", ns, "iptables", "-w"}, rule...)
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("iptables %s in %s: %v: %s", strings.Join(rule, " "), ns, err, out)
 	}
 }

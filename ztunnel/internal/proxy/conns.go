@@ -21,14 +21,13 @@ type ConnInfo struct {
 	Started     time.Time `json:"started"`
 }
 
-// connTable tracks open connections per pod, so that a pod's removal can
-// wait for them and then cut what is left. Entries with hidden set are
-// HBONE server connections: waited for and cut, not listed.
+// connTable tracks open connections per pod, for the config dump and so
+// that a pod's removal can cut what is left when its drain times out.
+// Entries with hidden set are HBONE server connections: cut, not listed.
 type connTable struct {
-	mu      sync.Mutex
-	next    uint64
-	m       map[uint64]*entry
-	changed chan struct{} // closed and replaced on every removal
+	mu   sync.Mutex
+	next uint64
+	m    map[uint64]*entry
 }
 
 type entry struct {
@@ -38,7 +37,7 @@ type entry struct {
 }
 
 func newConnTable() *connTable {
-	return &connTable{m: map[uint64]*entry{}, changed: make(chan struct{})}
+	return &connTable{m: map[uint64]*entry{}}
 }
 
 // add tracks a connection; the returned func untracks it.
@@ -52,8 +51,6 @@ func (t *connTable) add(info ConnInfo, hidden bool, c io.Closer) func() {
 	return func() {
 		t.mu.Lock()
 		delete(t.m, id)
-		close(t.changed)
-		t.changed = make(chan struct{})
 		t.mu.Unlock()
 	}
 }
@@ -69,32 +66,6 @@ func (t *connTable) list() []ConnInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
-}
-
-// waitPod waits until the pod has no connection left, at most timeout, and
-// reports whether it got there.
-func (t *connTable) waitPod(uid string, timeout time.Duration) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		t.mu.Lock()
-		n := 0
-		for _, e := range t.m {
-			if e.info.Pod == uid {
-				n++
-			}
-		}
-		changed := t.changed
-		t.mu.Unlock()
-		if n == 0 {
-			return true
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			return false
-		}
-	}
 }
 
 // closePod cuts the pod's connections and returns how many there were.

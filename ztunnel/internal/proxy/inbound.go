@@ -23,7 +23,7 @@ func (pd *pod) hbone(c net.Conn) {
 	p := pd.p
 	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	tc := tls.Server(hbone.Transport(c), pd.tlsServer())
-	ctx, cancel := context.WithTimeout(pd.ctx, handshakeTimeout)
+	ctx, cancel := context.WithTimeout(pd.work, handshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
@@ -40,7 +40,7 @@ func (pd *pod) hbone(c net.Conn) {
 	}
 	untrack := p.conns.add(ConnInfo{Pod: pd.uid, Direction: "hbone_server", Src: src.String()}, true, tc)
 	defer untrack()
-	err = hbone.Serve(pd.ctx, tc, func(s *hbone.Stream) { pd.inbound.Serve(pd.ctx, s, peer, src) })
+	err = hbone.Serve(pd.ctx, tc, func(s *hbone.Stream) { pd.inbound.Serve(pd.work, s, peer, src) })
 	if err != nil {
 		p.cfg.Log.Warn("inbound HBONE connection failed", "pod", pd.name(), "src", src.String(), "src_identity", peer.String(), "error", err)
 	}
@@ -131,7 +131,7 @@ func (pd *pod) plaintext(c net.Conn) {
 		rec.fail(l, flagDeny, nil)
 		return
 	}
-	ctx, cancel := context.WithTimeout(pd.ctx, p.cfg.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(pd.work, p.cfg.ConnectTimeout)
 	app, err := pd.dial(ctx, dst)
 	cancel()
 	if err != nil {

@@ -78,7 +78,7 @@ func (pd *pod) outbound(c net.Conn) {
 	}
 	rec.via, rec.target = via, t.Dial
 
-	ctx, cancel := context.WithTimeout(pd.ctx, p.cfg.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(pd.work, p.cfg.ConnectTimeout)
 	var up interface {
 		io.ReadWriteCloser
 		CloseWrite() error

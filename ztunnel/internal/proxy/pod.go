@@ -34,15 +34,21 @@ type pod struct {
 	ino  uint64
 	ips  []netip.Addr
 
-	// ctx ends when the pod is removed: HBONE servers then send GOAWAY and
-	// pending dials give up.
+	// ctx ends when the pod is removed: its HBONE servers then send
+	// GOAWAY and take no new tunnels. work ends when the pod's drain does:
+	// what was accepted before (handshakes, dials to the app or the peer,
+	// the certificate they wait for) runs on until then, so a connection
+	// taken just before a ztunnel upgrade is served, not cut.
 	ctx    context.Context
 	cancel context.CancelFunc
+	work   context.Context
+	cut    context.CancelFunc
 
 	listeners []net.Listener
 	pool      *hbone.Pool[poolKey]
 	inbound   *inbound.Handler
 	serving   sync.WaitGroup // accept loops
+	handling  sync.WaitGroup // accepted connections, from accept to their end
 }
 
 // poolKey is what an HBONE connection may be shared by: Istio's {source
@@ -71,10 +77,12 @@ func (p *Proxy) startPod(ctx context.Context, uid string, info *zdsapi.WorkloadI
 	}
 	pd := &pod{p: p, uid: uid, info: info, ns: ns}
 	pd.ctx, pd.cancel = context.WithCancel(context.Background())
+	pd.work, pd.cut = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			pd.closeListeners()
 			pd.cancel()
+			pd.cut()
 			ns.Close()
 		}
 	}()
@@ -203,7 +211,11 @@ func (pd *pod) accept(ln net.Listener, serve func(net.Conn)) {
 			}
 			return
 		}
-		go serve(c)
+		pd.handling.Add(1)
+		go func() {
+			defer pd.handling.Done()
+			serve(c)
+		}()
 	}
 }
 
@@ -254,7 +266,7 @@ func (pd *pod) sameNetns(f *os.File) bool {
 // one.
 func (pd *pod) tlsServer() *tls.Config {
 	get := func() (*ca.Certificate, error) {
-		ctx, cancel := context.WithTimeout(pd.ctx, pd.p.cfg.ConnectTimeout)
+		ctx, cancel := context.WithTimeout(pd.work, pd.p.cfg.ConnectTimeout)
 		defer cancel()
 		return pd.cert(ctx)
 	}
@@ -285,12 +297,23 @@ func (pd *pod) closeListeners() {
 // drain waits for the pod's connections to end, up to timeout, then cuts
 // the rest and releases the pod.
 func (pd *pod) drain(timeout time.Duration) {
-	pd.cancel() // GOAWAY on inbound HBONE connections, no new dials
+	pd.cancel() // GOAWAY on inbound HBONE connections, no new tunnels
 	pd.serving.Wait()
-	if !pd.p.conns.waitPod(pd.uid, timeout) {
+	// Every accepted connection counts, also one still being set up (a
+	// handshake, a dial): it was taken before the listeners closed, and
+	// is served.
+	handled := make(chan struct{})
+	go func() { pd.handling.Wait(); close(handled) }()
+	deadline := time.NewTimer(timeout)
+	select {
+	case <-handled:
+	case <-deadline.C:
+		pd.cut()
 		n := pd.p.conns.closePod(pd.uid)
 		pd.p.cfg.Log.Warn("drain timed out; connections cut", "pod", pd.name(), "connections", n)
 	}
+	deadline.Stop()
+	pd.cut() // handshakes and dials still under way give up
 	pd.pool.Close()
 	pd.ns.Close()
 }
