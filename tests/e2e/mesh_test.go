@@ -229,6 +229,11 @@ spec:
 				}
 			}
 		}()
+		// The ztunnels being replaced, followed until they exit: they are
+		// gone by the time a failure is diagnosed, and their logs say what
+		// became of a connection they took.
+		old := followLogs(c, mesh.Pods(t, "ztunnel"))
+		defer old.stop()
 		start := time.Now()
 		if _, err := c.Kubectl(ctx, "", "rollout", "restart", "-n", framework.IstioNamespace, "daemonset/ztunnel"); err != nil {
 			t.Fatal(err)
@@ -241,7 +246,7 @@ spec:
 			t.Fatalf("the echo client gave no summary, its requests failing or hanging while ztunnel rolled out: %v\n%s", r.err, l.diagnose())
 		}
 		if r.ok != r.total {
-			t.Errorf("%d of %d requests failed while ztunnel rolled out: %v\n%s", r.total-r.ok, r.total, r.samples, l.diagnose())
+			t.Errorf("%d of %d requests failed while ztunnel rolled out: %v\n%s\n%s", r.total-r.ok, r.total, r.samples, old.report(), l.diagnose())
 		}
 		t.Logf("%d requests during a %s ztunnel rollout, %d failed", r.total, rolled.Round(time.Millisecond), r.total-r.ok)
 	})
@@ -414,6 +419,57 @@ func (l *l4) delete(ctx context.Context, kind, name string) {
 
 // diagnose is what a person needs when the mesh misbehaves: the app
 // namespace, the mesh's pods and logs, and each ztunnel's config dump.
+// followedLogs are pods' logs followed from a moment on, for when the pods
+// are gone.
+type followedLogs struct {
+	cancel context.CancelFunc
+	pods   []string // "node/pod"
+	out    []chan string
+}
+
+// followLogs follows the logs of the given pods (node to pod name) in the
+// istio namespace until they exit or stop is called.
+func followLogs(c *framework.Cluster, pods map[string]string) *followedLogs {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &followedLogs{cancel: cancel}
+	for node, pod := range pods {
+		out := make(chan string, 1)
+		go func() {
+			logs, err := c.Kubectl(ctx, "", "logs", "-f", "-n", framework.IstioNamespace, pod)
+			if err != nil && ctx.Err() == nil {
+				logs += "\n(" + err.Error() + ")"
+			}
+			out <- logs
+		}()
+		f.pods = append(f.pods, node+"/"+pod)
+		f.out = append(f.out, out)
+	}
+	return f
+}
+
+func (f *followedLogs) stop() { f.cancel() }
+
+// report stops following and returns each pod's warnings and errors and
+// its last lines.
+func (f *followedLogs) report() string {
+	f.stop()
+	var b strings.Builder
+	for i, pod := range f.pods {
+		lines := strings.Split(strings.TrimSpace(<-f.out[i]), "\n")
+		fmt.Fprintf(&b, "--- replaced ztunnel %s: warnings and errors\n", pod)
+		for _, line := range lines {
+			if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+				fmt.Fprintf(&b, "%.600s\n", line)
+			}
+		}
+		fmt.Fprintf(&b, "--- replaced ztunnel %s: last lines\n", pod)
+		for _, line := range lines[max(0, len(lines)-30):] {
+			fmt.Fprintf(&b, "%.600s\n", line)
+		}
+	}
+	return b.String()
+}
+
 func (l *l4) diagnose() string {
 	var b strings.Builder
 	b.WriteString(diagnose(l.t, l.mesh, l.app))
