@@ -134,11 +134,9 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	// socket, one write each to anything else. Writing consumes view,
 	// so bufs keeps the slice's capacity for the next round.
 	var bufs, view net.Buffers
-	defer func() {
-		c.mu.Lock()
-		s.sink, s.sinkWaiting = nil, false
-		c.mu.Unlock()
-	}()
+	// Each way out forgets the sink under the lock it already holds (no
+	// deferred locking, which would hang a panic under the lock instead of
+	// letting it crash).
 	for {
 		c.mu.Lock()
 		more := s.waitDataLocked()
@@ -146,6 +144,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		s.direct = 0
 		if !more {
 			err := s.reset
+			s.sink, s.sinkWaiting = nil, false
 			c.mu.Unlock()
 			return total, err
 		}
@@ -168,6 +167,9 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			s.rcond.Broadcast()
 		}
 		streamInc, connInc := s.creditLocked(n)
+		if werr != nil {
+			s.sink, s.sinkWaiting = nil, false
+		}
 		c.mu.Unlock()
 		s.sendCredit(streamInc, connInc)
 		total += wn

@@ -30,12 +30,18 @@ func countingPool(t *testing.T, cli *tls.Config, addr string, idle time.Duration
 	return p, &dials
 }
 
-func TestPoolSharesConnectionsPerKey(t *testing.T) {
-	cli, srv := tlsPair(t)
+// holdingServer serves streams that are answered and then held open
+// until the test ends, and returns its address.
+func holdingServer(t *testing.T, srv *tls.Config) string {
 	hold := make(chan struct{})
 	addr := listen(t, srv, func(s *Stream) { defer s.Close(); _ = s.Respond(200); <-hold })
-	defer close(hold)
-	p, dials := countingPool(t, cli, addr, time.Hour)
+	t.Cleanup(func() { close(hold) })
+	return addr
+}
+
+func TestPoolSharesConnectionsPerKey(t *testing.T) {
+	cli, srv := tlsPair(t)
+	p, dials := countingPool(t, cli, holdingServer(t, srv), time.Hour)
 	a, b := poolKey{"sleep", "echo"}, poolKey{"sleep", "other"}
 
 	// Concurrent first users of a key share one dial.
@@ -114,10 +120,7 @@ func TestPoolAfterClose(t *testing.T) {
 // tunnels over more connections, each carrying at most the cap.
 func TestPoolMaxStreamsPerConn(t *testing.T) {
 	cli, srv := tlsPair(t)
-	hold := make(chan struct{})
-	addr := listen(t, srv, func(s *Stream) { defer s.Close(); _ = s.Respond(200); <-hold })
-	defer close(hold)
-	p, dials := countingPool(t, cli, addr, time.Hour)
+	p, dials := countingPool(t, cli, holdingServer(t, srv), time.Hour)
 	p.MaxStreamsPerConn = 2
 	key := poolKey{"sleep", "echo"}
 	conns := map[net.Conn]int{}
@@ -144,7 +147,8 @@ func TestPoolMaxStreamsPerConn(t *testing.T) {
 func TestPoolReopensRefusedStreams(t *testing.T) {
 	for _, how := range []string{"goaway", "refused_stream"} {
 		t.Run(how, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			cli, srv := tlsPair(t)
+			ln, err := tls.Listen("tcp", "127.0.0.1:0", srv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,13 +168,7 @@ func TestPoolReopensRefusedStreams(t *testing.T) {
 					go func() { defer nc.Close(); _ = Serve(ctx, nc, echo) }()
 				}
 			}()
-			var dials atomic.Int32
-			p := &Pool[poolKey]{Dial: func(ctx context.Context, _ poolKey) (net.Conn, error) {
-				dials.Add(1)
-				var d net.Dialer
-				return d.DialContext(ctx, "tcp", ln.Addr().String())
-			}}
-			defer p.Close()
+			p, dials := countingPool(t, cli, ln.Addr().String(), time.Hour)
 			octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer ocancel()
 			s, err := p.Open(octx, poolKey{"a", "b"}, "10.0.0.1:80", nil)

@@ -72,11 +72,11 @@ func (b *rxBuf) commit(k int) {
 // bytes still in use.
 func (b *rxBuf) abandon(k int) {
 	b.pending -= k
-	used := (b.head + b.n + b.pending + rxChunkSize - 1) / rxChunkSize
 	if b.n == 0 && b.pending == 0 {
-		used = 0
-		b.head = 0
+		b.consume(0) // nothing left: every chunk goes back
+		return
 	}
+	used := (b.head + b.n + b.pending + rxChunkSize - 1) / rxChunkSize
 	for _, c := range b.chunks[used:] {
 		rxChunks.Put(c)
 	}

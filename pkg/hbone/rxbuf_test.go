@@ -128,14 +128,21 @@ func TestReadBesideWriteTo(t *testing.T) {
 	defer s.Close()
 	want := make([]byte, total)
 	_, _ = rand.NewChaCha8([32]byte{1}).Read(want)
-	if _, err := s.ReadFrom(bytes.NewReader(want)); err != nil {
-		t.Fatal(err)
-	}
-	_ = s.CloseWrite()
+	// Sent from its own goroutine: consumers that lost track would stop
+	// granting credit, and the deadline below must cover the send too.
+	sent := make(chan error, 1)
+	go func() {
+		_, err := s.ReadFrom(bytes.NewReader(want))
+		_ = s.CloseWrite()
+		sent <- err
+	}()
 	select {
 	case <-done:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the consumers did not finish: bytes lost or double-counted")
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
 	}
 	// Each consumer's pieces in the order it took them; together they
 	// must tile the stream, each piece at the offset where the other's
