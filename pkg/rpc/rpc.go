@@ -210,12 +210,15 @@ func (s *Stream) ended(werr error) error {
 	if s.ctx.Err() != nil {
 		return transportError(s.ctx, werr)
 	}
+	// The transport closes the request body before RoundTrip returns, so
+	// the call's outcome may not be known yet; it follows at once.
 	select {
 	case <-s.done:
-		if s.err != nil {
-			return s.err
-		}
-	default:
+	case <-s.ctx.Done():
+		return transportError(s.ctx, werr)
+	}
+	if s.err != nil {
+		return s.err
 	}
 	return io.EOF
 }
