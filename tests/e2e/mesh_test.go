@@ -192,6 +192,51 @@ spec:
 		}, l.diagnose)
 	})
 
+	t.Run("a dry-run DENY is logged by ztunnel and enforces nothing", func(t *testing.T) {
+		app.Apply(t, fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: trial-deny-other
+  annotations: {istio.io/dry-run: "true"}
+spec:
+  selector:
+    matchLabels: {app: server}
+  action: DENY
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/%s/sa/other]
+`, app.Name))
+		t.Cleanup(func() { l.delete(context.Background(), "authorizationpolicy", "trial-deny-other") })
+		// Each round sends from the denied service account, which must get
+		// through, and looks for ztunnel's account of what enforcing the
+		// policy would have done.
+		waitUntil(t, "the dry-run outcome in ztunnel's access log", time.Minute, func() bool {
+			if s := app.Send(t, other, url, 1); s.OK != 1 {
+				t.Fatalf("a dry-run policy refused a request: %v\n%s", s.ErrorSamples, l.diagnose())
+			}
+			for _, pod := range mesh.Pods(t, "ztunnel") {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				logs, err := mesh.Namespace.Logs(ctx, pod, "")
+				cancel()
+				if err != nil {
+					t.Logf("logs of %s: %v", pod, err)
+					continue
+				}
+				for line := range strings.SplitSeq(logs, "\n") {
+					if strings.Contains(line, `"connection complete"`) && strings.Contains(line, `"src_identity":"`+id("other")+`"`) &&
+						strings.Contains(line, `"dry_run_result":"deny"`) && strings.Contains(line, `"dry_run_policy":"`+app.Name+`/trial-deny-other"`) {
+						return true
+					}
+				}
+			}
+			return false
+		}, l.diagnose)
+		if s := app.Send(t, other, url, 5); s.OK != 5 {
+			t.Errorf("with the dry-run DENY in place: %d of 5 requests ok: %v\n%s", s.OK, s.ErrorSamples, l.diagnose())
+		}
+	})
+
 	t.Run("a ztunnel upgrade drops no new connection", func(t *testing.T) {
 		// The client opens a new connection per request all through a
 		// rolling restart of ztunnel, in batches until the rollout is over:

@@ -91,6 +91,15 @@ func TestL4PolicyByPrincipalAndPort(t *testing.T) {
 	mustExchange(t, m, "client", to9090, "no policy yet\n")
 	mustExchange(t, m, "other", to8080, "no policy yet\n")
 
+	// A dry-run DENY (istio.io/dry-run) is evaluated and logged, never
+	// enforced.
+	trial := policy("trial-deny-9090", security.Scope_NAMESPACE, security.Action_DENY,
+		&security.Match{DestinationPorts: []uint32{9090}})
+	trial.DryRun = true
+	push(t, m, trial)
+	mustExchange(t, m, "client", to9090, "dry run\n")
+	waitLog(t, m, 2, "connection complete", "src_identity="+m.Identity("client"), "dry_run_result=deny", "dry_run_policy=default/trial-deny-9090")
+
 	allow := policy("allow-client-8080", security.Scope_WORKLOAD_SELECTOR, security.Action_ALLOW,
 		&security.Match{Principals: []*security.StringMatch{exactMatch(principal(m, "client"))}},
 		&security.Match{DestinationPorts: []uint32{8080}})

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strconv"
 
 	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -17,8 +18,14 @@ type Input struct {
 	// RootNamespace is the mesh's root namespace; DefaultRootNamespace
 	// when empty.
 	RootNamespace string
-	Spec          *securityv1beta1.AuthorizationPolicy
+	// Annotations are the resource's; istio.io/dry-run is read from them.
+	Annotations map[string]string
+	Spec        *securityv1beta1.AuthorizationPolicy
 }
+
+// DryRunAnnotation marks an AuthorizationPolicy that is evaluated and
+// logged but not enforced: "true" or "false", as strconv.ParseBool reads.
+const DryRunAnnotation = "istio.io/dry-run"
 
 // TranslateAuthorizationPolicy reduces an AuthorizationPolicy to what
 // ztunnel enforces. ok is false when the policy is not for ztunnel at all
@@ -82,6 +89,14 @@ func TranslateAuthorizationPolicy(in Input) (out *security.Authorization, report
 		Namespace: in.Namespace,
 		Scope:     scopeOf(in.Namespace, in.RootNamespace, spec.GetSelector() != nil),
 		Action:    action,
+	}
+	if v, set := in.Annotations[DryRunAnnotation]; set {
+		dry, err := strconv.ParseBool(v)
+		if err != nil {
+			// Enforcing is the safe reading of a value nobody can read.
+			report.invalid("metadata.annotations["+DryRunAnnotation+"]", "%q is not true or false: the policy is enforced", v)
+		}
+		out.DryRun, report.DryRun = dry, dry
 	}
 	if out.Scope == security.Scope_WORKLOAD_SELECTOR {
 		report.Selector = copyLabels(spec.GetSelector().GetMatchLabels())

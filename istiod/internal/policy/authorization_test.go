@@ -57,6 +57,7 @@ func TestTranslateAuthorizationPolicy(t *testing.T) {
 		invalid     []string
 		selector    map[string]string
 		skipContain string
+		annotations map[string]string
 	}{
 		{
 			// https://istio.io/latest/docs/reference/config/security/authorization-policy/ "allow-nothing"
@@ -298,6 +299,26 @@ func TestTranslateAuthorizationPolicy(t *testing.T) {
 			want:      &security.Authorization{Name: "p", Namespace: "mesh-root", Scope: security.Scope_GLOBAL},
 		},
 		{
+			// https://istio.io/latest/docs/tasks/security/authorization/authz-dry-run/
+			name:        "dry-run annotation",
+			spec:        &ap{Action: denyAP, Rules: []*rule{{}}},
+			annotations: map[string]string{DryRunAnnotation: "true"},
+			want:        &security.Authorization{Name: "p", Namespace: "foo", Scope: security.Scope_NAMESPACE, Action: security.Action_DENY, Groups: groups(group()), DryRun: true},
+		},
+		{
+			name:        "dry-run false is enforced",
+			spec:        &ap{Action: denyAP, Rules: []*rule{{}}},
+			annotations: map[string]string{DryRunAnnotation: "false"},
+			want:        nsPolicy(security.Action_DENY, group()),
+		},
+		{
+			name:        "unreadable dry-run value is reported and enforced",
+			spec:        &ap{Action: denyAP, Rules: []*rule{{}}},
+			annotations: map[string]string{DryRunAnnotation: "yes please"},
+			want:        nsPolicy(security.Action_DENY, group()),
+			invalid:     []string{"metadata.annotations[istio.io/dry-run]"},
+		},
+		{
 			name:      "selector in root namespace",
 			namespace: "istio-system",
 			spec:      &ap{Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"app": "httpbin"}}},
@@ -311,7 +332,7 @@ func TestTranslateAuthorizationPolicy(t *testing.T) {
 			if ns == "" {
 				ns = "foo"
 			}
-			got, report, ok := TranslateAuthorizationPolicy(Input{Name: "p", Namespace: ns, RootNamespace: tc.root, Spec: tc.spec})
+			got, report, ok := TranslateAuthorizationPolicy(Input{Name: "p", Namespace: ns, RootNamespace: tc.root, Annotations: tc.annotations, Spec: tc.spec})
 			if ok != (tc.want != nil) {
 				t.Fatalf("ok = %v, report %+v", ok, report)
 			}

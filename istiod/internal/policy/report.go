@@ -29,8 +29,11 @@ type Report struct {
 	// holding it fail closed.
 	Ignored []Issue
 	// Invalid lists values that did not parse; each made the rule holding
-	// it fail closed.
+	// it fail closed (or, for the dry-run annotation, the policy enforced).
 	Invalid []Issue
+	// DryRun is set when the result is a dry-run policy: ztunnel logs
+	// what it would decide and enforces nothing of it.
+	DryRun bool
 }
 
 func (r *Report) ignore(path, format string, args ...any) {

@@ -33,9 +33,10 @@ func (r Ref) String() string { return string(r.Kind) + " " + r.Namespace + "/" +
 
 // AuthorizationPolicy is one AuthorizationPolicy as read from Kubernetes.
 type AuthorizationPolicy struct {
-	Name      string
-	Namespace string
-	Spec      *securityv1beta1.AuthorizationPolicy
+	Name        string
+	Namespace   string
+	Annotations map[string]string
+	Spec        *securityv1beta1.AuthorizationPolicy
 }
 
 // PeerAuthentication is one PeerAuthentication as read from Kubernetes.
@@ -111,7 +112,7 @@ func Build(rootNS string, aps []AuthorizationPolicy, pas []PeerAuthentication) *
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
 	})
 	for _, ap := range aps {
-		a, report, ok := TranslateAuthorizationPolicy(Input{Name: ap.Name, Namespace: ap.Namespace, RootNamespace: rootNS, Spec: ap.Spec})
+		a, report, ok := TranslateAuthorizationPolicy(Input{Name: ap.Name, Namespace: ap.Namespace, RootNamespace: rootNS, Annotations: ap.Annotations, Spec: ap.Spec})
 		s.Reports[Ref{KindAuthorizationPolicy, ap.Namespace, ap.Name}] = report
 		if !ok {
 			continue

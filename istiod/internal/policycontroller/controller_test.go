@@ -150,6 +150,24 @@ func TestPoliciesReachTheCacheWithStatus(t *testing.T) {
 		t.Errorf("L7 ALLOW must be served as allow-nothing for the namespace, got %v", &a)
 	}
 
+	dry := &clientsecurityv1.AuthorizationPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "deny-all-trial", Namespace: "foo", Annotations: map[string]string{"istio.io/dry-run": "true"}},
+		Spec:       securityv1beta1.AuthorizationPolicy{Action: securityv1beta1.AuthorizationPolicy_DENY, Rules: []*securityv1beta1.Rule{{}}},
+	}
+	if _, err := aps.Create(ctx, dry, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the dry-run policy's status", func() bool {
+		got, _ := aps.Get(ctx, "deny-all-trial", metav1.GetOptions{})
+		cond := condition(&got.Status)
+		return cond != nil && cond.GetReason() == ReasonAccepted && strings.Contains(cond.GetMessage(), "dry-run")
+	})
+	if _, body, ok := c.Get(AuthorizationType, "foo/deny-all-trial"); !ok {
+		t.Error("the dry-run policy is not served")
+	} else if err := body.UnmarshalTo(&a); err != nil || !a.GetDryRun() || a.GetAction() != security.Action_DENY {
+		t.Errorf("the dry-run policy must be served as a dry-run DENY, got %v (%v)", &a, err)
+	}
+
 	wp := &clientsecurityv1.AuthorizationPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "at-waypoint", Namespace: "foo"},
 		Spec: securityv1beta1.AuthorizationPolicy{

@@ -38,7 +38,7 @@ func (c *Controller) rebuild(ctx context.Context) error {
 	root := *c.root.Load()
 	in := make([]policy.AuthorizationPolicy, 0, len(aps))
 	for _, ap := range aps {
-		in = append(in, policy.AuthorizationPolicy{Name: ap.Name, Namespace: ap.Namespace, Spec: &ap.Spec})
+		in = append(in, policy.AuthorizationPolicy{Name: ap.Name, Namespace: ap.Namespace, Annotations: ap.Annotations, Spec: &ap.Spec})
 	}
 	pin := make([]policy.PeerAuthentication, 0, len(pas))
 	for _, pa := range pas {
@@ -133,15 +133,31 @@ func authorizationCondition(r policy.Report, action string, waypoint bool) *meta
 		return &metav1alpha1.IstioCondition{Type: ConditionType, Status: "False", Reason: ReasonUnsupportedValue,
 			Message: "ztunnel does not enforce this policy: " + r.Skipped}
 	case len(r.Invalid) > 0 || len(r.Ignored) > 0:
-		consequence := "Within an ALLOW policy, the rules holding them are left out and match nothing. This is more restrictive than requested."
-		if action == "DENY" {
-			consequence = "The DENY rules holding them are enforced without those fields. This is more restrictive than intended."
+		msg := problems(r) + "."
+		if inRules(r) {
+			consequence := "Within an ALLOW policy, the rules holding them are left out and match nothing. This is more restrictive than requested."
+			if action == "DENY" {
+				consequence = "The DENY rules holding them are enforced without those fields. This is more restrictive than intended."
+			}
+			msg += " " + consequence
 		}
-		return &metav1alpha1.IstioCondition{Type: ConditionType, Status: "True", Reason: ReasonUnsupportedValue,
-			Message: problems(r) + ". " + consequence}
+		return &metav1alpha1.IstioCondition{Type: ConditionType, Status: "True", Reason: ReasonUnsupportedValue, Message: msg}
+	case r.DryRun:
+		return &metav1alpha1.IstioCondition{Type: ConditionType, Status: "True", Reason: ReasonAccepted,
+			Message: "attached to ztunnel in dry-run: evaluated and logged, not enforced"}
 	default:
 		return &metav1alpha1.IstioCondition{Type: ConditionType, Status: "True", Reason: ReasonAccepted, Message: "attached to ztunnel"}
 	}
+}
+
+// inRules reports whether any of a report's problems is inside the rules.
+func inRules(r policy.Report) bool {
+	for _, i := range slices.Concat(r.Ignored, r.Invalid) {
+		if strings.HasPrefix(i.Path, "rules") {
+			return true
+		}
+	}
+	return false
 }
 
 // peerAuthenticationCondition is the ZtunnelAccepted condition a

@@ -137,7 +137,10 @@ type Authorization struct {
 	// ALLOW when unset.
 	Action Action `protobuf:"varint,4,opt,name=action,proto3,enum=istio.security.Action" json:"action,omitempty"`
 	// The policy matches when any group matches.
-	Groups        []*Group `protobuf:"bytes,5,rep,name=groups,proto3" json:"groups,omitempty"`
+	Groups []*Group `protobuf:"bytes,5,rep,name=groups,proto3" json:"groups,omitempty"`
+	// A dry-run policy (annotation istio.io/dry-run: "true") is evaluated and
+	// its outcome logged, but it never allows or denies a connection.
+	DryRun        bool `protobuf:"varint,6,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -205,6 +208,13 @@ func (x *Authorization) GetGroups() []*Group {
 		return x.Groups
 	}
 	return nil
+}
+
+func (x *Authorization) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
 }
 
 // Group matches when every one of its rules matches.
@@ -659,13 +669,14 @@ var File_workloadapi_security_authorization_proto protoreflect.FileDescriptor
 
 const file_workloadapi_security_authorization_proto_rawDesc = "" +
 	"\n" +
-	"(workloadapi/security/authorization.proto\x12\x0eistio.security\x1a\x1bgoogle/protobuf/empty.proto\"\xcd\x01\n" +
+	"(workloadapi/security/authorization.proto\x12\x0eistio.security\x1a\x1bgoogle/protobuf/empty.proto\"\xe6\x01\n" +
 	"\rAuthorization\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12+\n" +
 	"\x05scope\x18\x03 \x01(\x0e2\x15.istio.security.ScopeR\x05scope\x12.\n" +
 	"\x06action\x18\x04 \x01(\x0e2\x16.istio.security.ActionR\x06action\x12-\n" +
-	"\x06groups\x18\x05 \x03(\v2\x15.istio.security.GroupR\x06groups\"4\n" +
+	"\x06groups\x18\x05 \x03(\v2\x15.istio.security.GroupR\x06groups\x12\x17\n" +
+	"\adry_run\x18\x06 \x01(\bR\x06dryRun\"4\n" +
 	"\x05Group\x12+\n" +
 	"\x05rules\x18\x01 \x03(\v2\x15.istio.security.RulesR\x05rules\"8\n" +
 	"\x05Rules\x12/\n" +

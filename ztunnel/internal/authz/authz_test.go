@@ -182,6 +182,53 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// dryRun marks a as a dry-run policy (annotation istio.io/dry-run).
+func dryRun(a *security.Authorization) *security.Authorization {
+	a.DryRun = true
+	return a
+}
+
+func TestDecideDryRun(t *testing.T) {
+	denyOther := dryRun(policy("deny-other", security.Action_DENY, []*security.Rules{rule(&security.Match{Namespaces: []*security.StringMatch{exactM("bar")}})}))
+	allowSleep := dryRun(policy("allow-sleep", security.Action_ALLOW, []*security.Rules{rule(&security.Match{Principals: []*security.StringMatch{exactM("cluster.local/ns/foo/sa/sleep")}})}))
+	allowNothing := policy("allow-nothing", security.Action_ALLOW)
+	sleep80 := conn(sleep, "10.0.0.1", "10.0.1.5:80")
+	other80 := conn(other, "10.0.0.2", "10.0.1.5:80")
+	type outcome struct {
+		allow bool
+		by    string
+	}
+	for _, tc := range []struct {
+		name     string
+		policies []*security.Authorization
+		c        Conn
+		real     outcome
+		dry      *outcome // nil: no dry-run outcome expected
+	}{
+		{"dry-run DENY is not enforced", []*security.Authorization{denyOther}, other80, outcome{true, ""}, &outcome{false, "foo/deny-other"}},
+		{"dry-run DENY that does not match", []*security.Authorization{denyOther}, sleep80, outcome{true, ""}, &outcome{true, ""}},
+		{"dry-run ALLOW does not make ALLOW policies exist", []*security.Authorization{allowSleep}, other80, outcome{true, ""}, &outcome{false, ""}},
+		{"dry-run ALLOW that matches", []*security.Authorization{allowSleep}, sleep80, outcome{true, ""}, &outcome{true, "foo/allow-sleep"}},
+		{"dry-run ALLOW does not admit past an enforced allow-nothing", []*security.Authorization{allowNothing, allowSleep}, sleep80, outcome{false, ""}, &outcome{true, "foo/allow-sleep"}},
+		{"enforced policies alone give no dry-run outcome", []*security.Authorization{allowNothing}, sleep80, outcome{false, ""}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(compile(t, tc.policies...), tc.c)
+			if d.Allow != tc.real.allow || d.Policy != tc.real.by {
+				t.Fatalf("Decide = %+v, want allow=%v by %q", d, tc.real.allow, tc.real.by)
+			}
+			switch {
+			case tc.dry == nil && d.DryRun != nil:
+				t.Fatalf("dry-run outcome %+v, want none", *d.DryRun)
+			case tc.dry != nil && d.DryRun == nil:
+				t.Fatalf("no dry-run outcome, want allow=%v by %q", tc.dry.allow, tc.dry.by)
+			case tc.dry != nil && (d.DryRun.Allow != tc.dry.allow || d.DryRun.Policy != tc.dry.by):
+				t.Fatalf("dry-run outcome %+v, want allow=%v by %q", *d.DryRun, tc.dry.allow, tc.dry.by)
+			}
+		})
+	}
+}
+
 func TestApplies(t *testing.T) {
 	global := &Policy{Name: "g", Namespace: "istio-system", Scope: security.Scope_GLOBAL}
 	ns := &Policy{Name: "n", Namespace: "foo", Scope: security.Scope_NAMESPACE}

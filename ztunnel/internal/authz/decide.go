@@ -9,6 +9,10 @@ type Decision struct {
 	// Policy is the deciding policy (namespace/name), empty when none did.
 	Policy string
 	Reason string
+	// DryRun is what the decision would be if the dry-run policies that
+	// apply were enforced too; nil when none applies. It never changes
+	// Allow.
+	DryRun *Decision
 }
 
 // Applies reports whether p governs a workload in namespace ns that names
@@ -30,10 +34,28 @@ func (p *Policy) Applies(ns string, selected []string) bool {
 	}
 }
 
-// Decide evaluates the policies that apply to the destination workload.
+// Decide evaluates the policies that apply to the destination workload:
+// DENY first, then, if any ALLOW policy exists, ALLOW. Dry-run policies
+// take no part in it; when any applies, Decision.DryRun tells what
+// enforcing them as well would decide.
 func Decide(policies []*Policy, c Conn) Decision {
+	d := decide(policies, c, false)
+	for _, p := range policies {
+		if p.DryRun {
+			all := decide(policies, c, true)
+			d.DryRun = &all
+			break
+		}
+	}
+	return d
+}
+
+func decide(policies []*Policy, c Conn, withDryRun bool) Decision {
 	allows := 0
 	for _, p := range policies {
+		if p.DryRun && !withDryRun {
+			continue
+		}
 		if !p.Deny {
 			allows++
 			continue
@@ -46,6 +68,9 @@ func Decide(policies []*Policy, c Conn) Decision {
 		return Decision{Allow: true, Reason: "no allow policy"}
 	}
 	for _, p := range policies {
+		if p.DryRun && !withDryRun {
+			continue
+		}
 		if !p.Deny && p.Matches(c) {
 			return Decision{Allow: true, Policy: p.Key(), Reason: "allowed by policy"}
 		}

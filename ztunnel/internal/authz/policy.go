@@ -23,7 +23,9 @@ type Policy struct {
 	Namespace string
 	Scope     security.Scope
 	Deny      bool
-	groups    [][][]match
+	// DryRun policies are evaluated for the log only; see Decide.
+	DryRun bool
+	groups [][][]match
 }
 
 // Key names the policy as workloads and logs refer to it: namespace/name.
@@ -77,7 +79,7 @@ func Compile(a *security.Authorization) (*Policy, error) {
 	if a.GetName() == "" || a.GetNamespace() == "" {
 		return nil, fmt.Errorf("authorization %s/%s: name and namespace are required", a.GetNamespace(), a.GetName())
 	}
-	p := &Policy{Name: a.GetName(), Namespace: a.GetNamespace(), Scope: a.GetScope()}
+	p := &Policy{Name: a.GetName(), Namespace: a.GetNamespace(), Scope: a.GetScope(), DryRun: a.GetDryRun()}
 	switch a.GetAction() {
 	case security.Action_ALLOW:
 	case security.Action_DENY:

@@ -74,6 +74,9 @@ type Report struct {
 	Status int
 	Reason string
 	Policy string
+	// DryRun is what the dry-run policies would have decided, if any
+	// applies.
+	DryRun *authz.Decision
 	Err    error
 	// Bytes carried to the app and back.
 	ToApp, FromApp int64
@@ -112,7 +115,7 @@ func (h *Handler) Serve(ctx context.Context, s *hbone.Stream, peer spiffe.Identi
 	}
 	r.Workload = w
 	d := authz.Decide(h.Store.PoliciesFor(w.GetNamespace(), w.GetAuthorizationPolicies()), authz.Conn{Source: peer, Src: src, Dst: target})
-	r.Policy = d.Policy
+	r.Policy, r.DryRun = d.Policy, d.DryRun
 	if !d.Allow {
 		refuse(http.StatusUnauthorized, d.Reason, nil)
 		return

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/ambient-mesh/mesh/ztunnel/internal/authz"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/metrics"
 )
 
@@ -18,6 +19,7 @@ type accessRecord struct {
 	via       string
 	peer      string
 	policy    string
+	dryRun    *authz.Decision
 	reason    string
 	start     time.Time
 	err       error
@@ -48,6 +50,17 @@ func (r *accessRecord) attrs(l metrics.Labels) []any {
 	}
 	if r.policy != "" {
 		a = append(a, "policy", r.policy)
+	}
+	if d := r.dryRun; d != nil {
+		// What enforcing the dry-run policies would have done.
+		result := "allow"
+		if !d.Allow {
+			result = "deny"
+		}
+		a = append(a, "dry_run_result", result, "dry_run_reason", d.Reason)
+		if d.Policy != "" {
+			a = append(a, "dry_run_policy", d.Policy)
+		}
 	}
 	return a
 }

@@ -59,7 +59,7 @@ func (pd *pod) trackTunnel(r *inbound.Report, c io.Closer) func() {
 func (pd *pod) reportInbound(r inbound.Report) {
 	l := pd.inboundLabels(&r)
 	rec := accessRecord{dir: "inbound", pod: pd, src: r.Src, authority: r.Authority, peer: r.Peer.String(),
-		policy: r.Policy, start: r.Start, err: r.Err}
+		policy: r.Policy, dryRun: r.DryRun, start: r.Start, err: r.Err}
 	if r.Status != http.StatusOK {
 		flag := flagConnect
 		if r.Status == http.StatusUnauthorized {
@@ -124,7 +124,7 @@ func (pd *pod) plaintext(c net.Conn) {
 	}
 	l.DestinationWorkload = workloadName(w, pd.info.GetName())
 	d := authz.Decide(p.cfg.Store.PoliciesFor(w.GetNamespace(), w.GetAuthorizationPolicies()), authz.Conn{Src: src, Dst: dst})
-	rec.policy = d.Policy
+	rec.policy, rec.dryRun = d.Policy, d.DryRun
 	if !d.Allow {
 		rec.reason = d.Reason
 		l.ResponseFlags = flagDeny
