@@ -14,7 +14,7 @@ import (
 
 func TestSchemaNumbers(t *testing.T) {
 	wiretest.Numbers(t, (&Authorization{}).ProtoReflect().Descriptor(), map[string]protowire.Number{
-		"name": 1, "namespace": 2, "scope": 3, "action": 4, "groups": 5,
+		"name": 1, "namespace": 2, "scope": 3, "action": 4, "groups": 5, "dry_run": 6,
 	})
 	wiretest.Numbers(t, (&Group{}).ProtoReflect().Descriptor(), map[string]protowire.Number{"rules": 1})
 	wiretest.Numbers(t, (&Rules{}).ProtoReflect().Descriptor(), map[string]protowire.Number{"matches": 2})
