@@ -245,7 +245,11 @@ func run(o *options) error {
 	// services and policies are known could only be refused.
 	xdsSynced := make(chan struct{})
 	var syncedOnce sync.Once
-	xc := &xds.Client{Conn: xdsConn, Node: node, Store: store, Log: log.With("component", "xds"),
+	var xdsToken func() (string, error)
+	if !o.plaintextXDS { // never a bearer token over plaintext
+		xdsToken = token
+	}
+	xc := &xds.Client{Conn: xdsConn, Node: node, Store: store, Log: log.With("component", "xds"), Token: xdsToken,
 		OnSynced: func(t string) {
 			synced.Store(t, true)
 			for _, t := range xds.Types {

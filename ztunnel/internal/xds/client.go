@@ -29,6 +29,11 @@ type Client struct {
 	// OnSynced, if set, is called after the first response of each type on
 	// a stream has been applied (for readiness).
 	OnSynced func(typeURL string)
+	// Token, if set, returns ztunnel's ServiceAccount token, sent as a
+	// bearer token when each stream opens: Istio's istiod authenticates
+	// xDS clients on 15012. It is read per stream because the kubelet
+	// rotates it. Leave it unset on a plaintext connection.
+	Token func() (string, error)
 }
 
 // Types are the resource types ztunnel subscribes to, in subscription order.
@@ -60,7 +65,15 @@ func (c *Client) Run(ctx context.Context) {
 func (c *Client) session(ctx context.Context) (received bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.Conn.NewStream(ctx, xdsapi.DeltaADSMethod, nil)
+	var md rpc.Metadata
+	if c.Token != nil {
+		token, err := c.Token()
+		if err != nil {
+			return false, fmt.Errorf("read token: %w", err)
+		}
+		md = rpc.Metadata{"authorization": "Bearer " + token}
+	}
+	stream, err := c.Conn.NewStream(ctx, xdsapi.DeltaADSMethod, md)
 	if err != nil {
 		return false, fmt.Errorf("open stream: %w", err)
 	}

@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/ambient-mesh/mesh/pkg/rpc"
@@ -28,11 +30,12 @@ type controlPlane struct {
 	mu       sync.Mutex
 	requests []*discovery.DeltaDiscoveryRequest
 	pushes   chan *discovery.DeltaDiscoveryResponse
-	streams  chan struct{} // one value per stream opened
+	streams  chan string // the authorization header of each stream opened
 }
 
 func (cp *controlPlane) DeltaAggregatedResources(s discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
-	cp.streams <- struct{}{}
+	md, _ := metadata.FromIncomingContext(s.Context())
+	cp.streams <- strings.Join(md.Get("authorization"), ",")
 	errc := make(chan error, 1)
 	go func() {
 		for {
@@ -90,7 +93,7 @@ func serve(t *testing.T, addr string) (*controlPlane, string, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := &controlPlane{pushes: make(chan *discovery.DeltaDiscoveryResponse, 16), streams: make(chan struct{}, 16)}
+	cp := &controlPlane{pushes: make(chan *discovery.DeltaDiscoveryResponse, 16), streams: make(chan string, 16)}
 	gs := grpc.NewServer()
 	discovery.RegisterAggregatedDiscoveryServiceServer(gs, cp)
 	go func() { _ = gs.Serve(ln) }()
@@ -113,14 +116,19 @@ func TestSyncNackAndResume(t *testing.T) {
 	cc := rpc.Dial(addr, rpc.Options{})
 	defer cc.Close()
 	store := state.New()
+	var token atomic.Value
+	token.Store("token-1")
 	c := &Client{Conn: cc, Node: &xdsapi.Node{Id: "ztunnel~10.250.0.11~ztunnel-x.istio-system~istio-system.svc.cluster.local"},
-		Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Store: store, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Token: func() (string, error) { return token.Load().(string), nil }}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 
-	<-cp.streams
+	if auth := <-cp.streams; auth != "Bearer token-1" {
+		t.Fatalf("stream opened with authorization %q, want the bearer token", auth)
+	}
 	eventually(t, "both types subscribed", func() bool {
 		return cp.find(func(r *discovery.DeltaDiscoveryRequest) bool { return r.GetTypeUrl() == state.AuthorizationType }) != nil
 	})
@@ -154,6 +162,7 @@ func TestSyncNackAndResume(t *testing.T) {
 	})
 
 	// istiod goes away: the state keeps serving.
+	token.Store("token-2") // rotated by the kubelet meanwhile
 	stop()
 	if store.WorkloadByIP(netip.MustParseAddr("10.244.0.6")) == nil {
 		t.Fatal("state lost when the control plane went away")
@@ -163,7 +172,10 @@ func TestSyncNackAndResume(t *testing.T) {
 	cp2, _, stop2 := serve(t, addr)
 	defer stop2()
 	select {
-	case <-cp2.streams:
+	case auth := <-cp2.streams:
+		if auth != "Bearer token-2" {
+			t.Fatalf("reconnected with authorization %q, want the rotated token", auth)
+		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("client did not reconnect")
 	}
