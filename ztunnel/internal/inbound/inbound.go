@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,8 +49,9 @@ func PeerIdentity(c *tls.Conn) (spiffe.Identity, error) {
 
 // Handler serves tunnels for one pod.
 type Handler struct {
-	// PodIP is the pod's address: the only authority its 15008 accepts.
-	PodIP netip.Addr
+	// PodIPs are the pod's addresses: the only authorities its 15008
+	// accepts.
+	PodIPs []netip.Addr
 	// Store holds the pod's workload and the policies; a pod that xDS has
 	// not described yet takes no tunnels, since its policies are unknown.
 	Store *state.Store
@@ -104,11 +106,11 @@ func (h *Handler) Serve(ctx context.Context, s *hbone.Stream, peer spiffe.Identi
 	}
 	// A pod's 15008 carries tunnels to that pod only; anything else would
 	// let a peer use ztunnel to reach other addresses.
-	if target.Addr().Unmap() != h.PodIP {
+	if !slices.Contains(h.PodIPs, target.Addr().Unmap()) {
 		refuse(http.StatusBadRequest, "authority is not this pod", nil)
 		return
 	}
-	w := h.Store.WorkloadByIP(h.PodIP)
+	w := h.Store.WorkloadByIP(target.Addr().Unmap())
 	if w == nil {
 		refuse(http.StatusServiceUnavailable, "destination workload not yet known", nil)
 		return

@@ -66,8 +66,8 @@ func newEnv(t *testing.T, appUp, known bool) *env {
 	st := state.New()
 	e := &env{ca: ca, store: st, reports: make(chan Report, 16)}
 	h := &Handler{
-		PodIP: netip.MustParseAddr("10.244.0.5"),
-		Store: st,
+		PodIPs: []netip.Addr{netip.MustParseAddr("10.244.0.5"), netip.MustParseAddr("10.245.0.5")},
+		Store:  st,
 		// The app's real address stands in for the pod's, as a dial from
 		// the pod's netns would reach it.
 		DialApp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
@@ -79,7 +79,7 @@ func newEnv(t *testing.T, appUp, known bool) *env {
 	}
 	if known {
 		w := &workloadapi.Workload{Uid: "pod-echo", Name: "echo-0", Namespace: "default", ServiceAccount: "echo",
-			Addresses: [][]byte{netip.MustParseAddr("10.244.0.5").AsSlice()}, TunnelProtocol: workloadapi.TunnelProtocol_HBONE}
+			Addresses: [][]byte{netip.MustParseAddr("10.244.0.5").AsSlice(), netip.MustParseAddr("10.245.0.5").AsSlice()}, TunnelProtocol: workloadapi.TunnelProtocol_HBONE}
 		body, _ := anypb.New(&workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}})
 		if err := st.Apply(state.AddressType, []state.Resource{{Name: w.Uid, Version: "1", Body: body}}, nil); err != nil {
 			t.Fatal(err)
@@ -139,8 +139,15 @@ func (e *env) open(t *testing.T, id spiffe.Identity, ca *spiffetest.CA, authorit
 }
 
 func TestTunnelReachesTheApp(t *testing.T) {
+	for _, authority := range []string{"10.244.0.5:8080", "10.245.0.5:8080"} {
+		t.Run(authority, func(t *testing.T) { tunnelReachesTheApp(t, authority) })
+	}
+}
+
+// tunnelReachesTheApp: a tunnel to any of the pod's addresses is served.
+func tunnelReachesTheApp(t *testing.T, authority string) {
 	e := newEnv(t, true, true)
-	s, err := e.open(t, sleepID, e.ca, "10.244.0.5:8080")
+	s, err := e.open(t, sleepID, e.ca, authority)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func (p *Proxy) startPod(ctx context.Context, uid string, info *zdsapi.WorkloadI
 		err = nil
 	}
 	pd.inbound = &inbound.Handler{
-		PodIP:   pd.ips[0],
+		PodIPs:  pd.ips,
 		Store:   p.cfg.Store,
 		DialApp: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) { return pd.dial(ctx, addr) },
 		Track:   pd.trackTunnel,
