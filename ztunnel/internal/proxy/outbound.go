@@ -64,7 +64,8 @@ func (pd *pod) outbound(c net.Conn) {
 	}
 	labels.DestinationWorkload = workloadName(t.Workload, "")
 	labels.DestinationNamespace = t.Workload.GetNamespace()
-	if svc := p.cfg.Store.ServiceByVIP(dst.Addr()); svc != nil {
+	svc := p.cfg.Store.ServiceByVIP(dst.Addr())
+	if svc != nil {
 		labels.DestinationService = svc.GetHostname()
 	}
 	via := "passthrough"
@@ -85,7 +86,7 @@ func (pd *pod) outbound(c net.Conn) {
 	}
 	if t.HBONE {
 		key := poolKey{srcIP: src.Addr(), dial: t.Dial, ids: joinIDs(t.Identities)}
-		s, err := pd.pool.Open(ctx, key, t.Authority.String(), nil)
+		s, err := pd.pool.Open(ctx, key, t.Authority.String(), connectHeader(src, srcW, svc))
 		if err == nil {
 			up = s
 		}
