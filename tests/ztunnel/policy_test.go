@@ -28,6 +28,14 @@ func TestStrictRejectsPlaintextPermissiveAccepts(t *testing.T) {
 
 	mustExchange(t, m, "outsider", target, "plaintext while permissive\n")
 	mustExchange(t, m, "client", target, "mtls while permissive\n")
+	// A plaintext source is known by its address only, but known.
+	waitFor(t, 5*time.Second, "the plaintext connection counted with its source workload", func() error {
+		if n := metric(t, m, 2, "istio_tcp_connections_opened_total", map[string]string{"reporter": "destination",
+			"connection_security_policy": "unknown", "source_workload": "outsider", "source_workload_namespace": "default"}); n != 1 {
+			return fmt.Errorf("counted %v, want 1", n)
+		}
+		return nil
+	})
 
 	strict := strictPolicy()
 	push(t, m, strict)

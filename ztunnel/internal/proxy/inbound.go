@@ -100,9 +100,12 @@ func (pd *pod) plaintext(c net.Conn) {
 	src := down.RemoteAddr().(*net.TCPAddr).AddrPort()
 	dst, err := socket.OriginalDst(down)
 	rec := accessRecord{dir: "inbound_plaintext", pod: pd, src: src, dst: dst, start: start}
+	// Without a peer identity the source is known only by its address.
+	srcW := p.cfg.Store.WorkloadByIP(src.Addr())
 	l := metrics.Labels{
 		Reporter:             "destination",
-		SourceWorkload:       workloadName(p.cfg.Store.WorkloadByIP(src.Addr()), ""),
+		SourceWorkload:       workloadName(srcW, ""),
+		SourceNamespace:      srcW.GetNamespace(),
 		DestinationWorkload:  pd.info.GetName(),
 		DestinationNamespace: pd.info.GetNamespace(),
 		DestinationPrincipal: pd.id.String(),
