@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -169,22 +170,7 @@ spec:
 			"reporter": "destination", "source_principal": id("other"), "response_flags": "DENY",
 		})
 		waitUntil(t, "the refusal in ztunnel's access log", 30*time.Second, func() bool {
-			for _, pod := range mesh.Pods(t, "ztunnel") {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				logs, err := mesh.Namespace.Logs(ctx, pod, "")
-				cancel()
-				if err != nil {
-					t.Logf("logs of %s: %v", pod, err)
-					continue
-				}
-				for line := range strings.SplitSeq(logs, "\n") {
-					if strings.Contains(line, `"connection refused"`) && strings.Contains(line, `"src_identity":"`+id("other")+`"`) &&
-						strings.Contains(line, `"response_flags":"DENY"`) {
-						return true
-					}
-				}
-			}
-			return false
+			return ztunnelLogged(t, mesh, `"connection refused"`, `"src_identity":"`+id("other")+`"`, `"response_flags":"DENY"`)
 		}, l.diagnose)
 		l.delete(ctx, "authorizationpolicy", "only-client")
 		waitUntil(t, "the other service account admitted once the policy is gone", time.Minute, func() bool {
@@ -215,22 +201,8 @@ spec:
 			if s := app.Send(t, other, url, 1); s.OK != 1 {
 				t.Fatalf("a dry-run policy refused a request: %v\n%s", s.ErrorSamples, l.diagnose())
 			}
-			for _, pod := range mesh.Pods(t, "ztunnel") {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				logs, err := mesh.Namespace.Logs(ctx, pod, "")
-				cancel()
-				if err != nil {
-					t.Logf("logs of %s: %v", pod, err)
-					continue
-				}
-				for line := range strings.SplitSeq(logs, "\n") {
-					if strings.Contains(line, `"connection complete"`) && strings.Contains(line, `"src_identity":"`+id("other")+`"`) &&
-						strings.Contains(line, `"dry_run_result":"deny"`) && strings.Contains(line, `"dry_run_policy":"`+app.Name+`/trial-deny-other"`) {
-						return true
-					}
-				}
-			}
-			return false
+			return ztunnelLogged(t, mesh, `"connection complete"`, `"src_identity":"`+id("other")+`"`,
+				`"dry_run_result":"deny"`, `"dry_run_policy":"`+app.Name+`/trial-deny-other"`)
 		}, l.diagnose)
 		if s := app.Send(t, other, url, 5); s.OK != 5 {
 			t.Errorf("with the dry-run DENY in place: %d of 5 requests ok: %v\n%s", s.OK, s.ErrorSamples, l.diagnose())
@@ -644,4 +616,24 @@ func env(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// ztunnelLogged reports whether a line of some ztunnel's log holds all of
+// parts.
+func ztunnelLogged(t *testing.T, mesh *framework.Mesh, parts ...string) bool {
+	for _, pod := range mesh.Pods(t, "ztunnel") {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		logs, err := mesh.Namespace.Logs(ctx, pod, "")
+		cancel()
+		if err != nil {
+			t.Logf("logs of %s: %v", pod, err)
+			continue
+		}
+		for line := range strings.SplitSeq(logs, "\n") {
+			if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
+				return true
+			}
+		}
+	}
+	return false
 }
