@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -153,11 +154,12 @@ type Stream struct {
 	cancel context.CancelFunc
 	pw     *io.PipeWriter
 
-	once sync.Once
-	done chan struct{} // closed when the response headers came, or the call failed
-	res  *http.Response
-	err  error
-	in   reader
+	once       sync.Once
+	sendClosed atomic.Bool
+	done       chan struct{} // closed when the response headers came, or the call failed
+	res        *http.Response
+	err        error
+	in         reader
 }
 
 // NewStream starts a streaming call of method. It returns at once: the
@@ -194,6 +196,9 @@ func (s *Stream) Send(m proto.Message) error {
 	if err := s.ctx.Err(); err != nil {
 		return transportError(s.ctx, err)
 	}
+	if s.sendClosed.Load() {
+		return errSendClosed
+	}
 	b, err := frame(m)
 	if err != nil {
 		return err
@@ -203,6 +208,8 @@ func (s *Stream) Send(m proto.Message) error {
 	}
 	return nil
 }
+
+var errSendClosed = errors.New("rpc: Send after CloseSend")
 
 // ended explains a failed write: the context's end or the connection's
 // failure, or io.EOF for a call the server ended.
@@ -223,8 +230,12 @@ func (s *Stream) ended(werr error) error {
 	return io.EOF
 }
 
-// CloseSend ends the client's direction of the call.
-func (s *Stream) CloseSend() error { return s.pw.Close() }
+// CloseSend ends the client's direction of the call; a Send after it
+// fails at once.
+func (s *Stream) CloseSend() error {
+	s.sendClosed.Store(true)
+	return s.pw.Close()
+}
 
 // Recv receives the next message into m. It returns io.EOF when the server
 // ended the call with status OK, and the status otherwise.

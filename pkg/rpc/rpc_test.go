@@ -84,6 +84,10 @@ func handle(_ any, ss grpc.ServerStream) error {
 			return nil
 		}
 		return status.Error(codes.FailedPrecondition, end)
+	case "/test.Echo/Hold":
+		// Answers nothing, not even headers, until the client leaves.
+		<-ss.Context().Done()
+		return ss.Context().Err()
 	case "/test.Echo/Fail":
 		req := &structpb.Struct{}
 		if err := ss.RecvMsg(req); err != nil {
@@ -368,6 +372,29 @@ func TestSendAfterServerEnded(t *testing.T) {
 	}
 	if !errors.Is(serr, io.EOF) {
 		t.Fatalf("Send after the end: %v, want io.EOF", serr)
+	}
+}
+
+// TestSendAfterCloseSend: Send after CloseSend fails at once, even while
+// the server has not answered yet.
+func TestSendAfterCloseSend(t *testing.T) {
+	c := Dial(serve(t), Options{})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := c.NewStream(ctx, "/test.Echo/Hold", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Send(msg(t, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(msg(t, nil)); !errors.Is(err, errSendClosed) {
+		t.Fatalf("Send after CloseSend: %v, want %v", err, errSendClosed)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ambient-mesh/mesh/istiod/internal/ads"
+	"github.com/ambient-mesh/mesh/istiod/internal/policy"
 	"github.com/ambient-mesh/mesh/pkg/workloadapi/security"
 )
 
@@ -227,4 +228,40 @@ func TestWithoutCRDs(t *testing.T) {
 func TestMain(m *testing.M) {
 	os.Setenv("KUBE_FEATURE_WatchListClient", "false")
 	os.Exit(m.Run())
+}
+
+func TestAuthorizationConditionDryRun(t *testing.T) {
+	l7 := policy.Report{Ignored: []policy.Issue{{Path: "rules[0].to[0].operation.methods", Reason: "HTTP"}}}
+	for _, tc := range []struct {
+		name      string
+		r         policy.Report
+		action    string
+		reason    string
+		has, lack []string
+	}{
+		{"plain", policy.Report{}, "DENY", ReasonAccepted, []string{"attached to ztunnel"}, []string{"dry-run"}},
+		{"dry-run", policy.Report{DryRun: true}, "DENY", ReasonAccepted, []string{"dry-run", "not enforced"}, nil},
+		{"L7 DENY", l7, "DENY", ReasonUnsupportedValue, []string{"methods", "apply without those fields"}, []string{"dry-run"}},
+		{"L7 DENY in dry-run", policy.Report{Ignored: l7.Ignored, DryRun: true}, "DENY", ReasonUnsupportedValue,
+			[]string{"methods", "apply without those fields", "dry-run", "enforces none of it"}, nil},
+		{"bad annotation only", policy.Report{Invalid: []policy.Issue{{Path: "metadata.annotations[istio.io/dry-run]", Reason: "the policy is enforced"}}},
+			"ALLOW", ReasonUnsupportedValue, []string{"istio.io/dry-run", "the policy is enforced"}, []string{"rules holding them"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := authorizationCondition(tc.r, tc.action, false)
+			if c.GetReason() != tc.reason {
+				t.Errorf("reason %q, want %q (%q)", c.GetReason(), tc.reason, c.GetMessage())
+			}
+			for _, s := range tc.has {
+				if !strings.Contains(c.GetMessage(), s) {
+					t.Errorf("message %q lacks %q", c.GetMessage(), s)
+				}
+			}
+			for _, s := range tc.lack {
+				if strings.Contains(c.GetMessage(), s) {
+					t.Errorf("message %q has %q", c.GetMessage(), s)
+				}
+			}
+		})
+	}
 }

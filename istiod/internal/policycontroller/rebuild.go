@@ -137,9 +137,12 @@ func authorizationCondition(r policy.Report, action string, waypoint bool) *meta
 		if inRules(r) {
 			consequence := "Within an ALLOW policy, the rules holding them are left out and match nothing. This is more restrictive than requested."
 			if action == "DENY" {
-				consequence = "The DENY rules holding them are enforced without those fields. This is more restrictive than intended."
+				consequence = "The DENY rules holding them apply without those fields. This is more restrictive than intended."
 			}
 			msg += " " + consequence
+		}
+		if r.DryRun {
+			msg += " The policy is in dry-run: ztunnel evaluates it so and logs the outcome, but enforces none of it."
 		}
 		return &metav1alpha1.IstioCondition{Type: ConditionType, Status: "True", Reason: ReasonUnsupportedValue, Message: msg}
 	case r.DryRun:

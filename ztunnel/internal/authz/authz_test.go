@@ -210,6 +210,10 @@ func TestDecideDryRun(t *testing.T) {
 		{"dry-run ALLOW does not make ALLOW policies exist", []*security.Authorization{allowSleep}, other80, outcome{true, ""}, &outcome{false, ""}},
 		{"dry-run ALLOW that matches", []*security.Authorization{allowSleep}, sleep80, outcome{true, ""}, &outcome{true, "foo/allow-sleep"}},
 		{"dry-run ALLOW does not admit past an enforced allow-nothing", []*security.Authorization{allowNothing, allowSleep}, sleep80, outcome{false, ""}, &outcome{true, "foo/allow-sleep"}},
+		{"enforced DENY stays enforced beside a dry-run ALLOW", []*security.Authorization{
+			policy("deny-bar", security.Action_DENY, []*security.Rules{rule(&security.Match{Namespaces: []*security.StringMatch{exactM("bar")}})}),
+			dryRun(policy("allow-bar", security.Action_ALLOW, []*security.Rules{rule(&security.Match{Namespaces: []*security.StringMatch{exactM("bar")}})})),
+		}, other80, outcome{false, "foo/deny-bar"}, &outcome{false, "foo/deny-bar"}},
 		{"enforced policies alone give no dry-run outcome", []*security.Authorization{allowNothing}, sleep80, outcome{false, ""}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
