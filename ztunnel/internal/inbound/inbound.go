@@ -52,6 +52,11 @@ type Handler struct {
 	// PodIPs are the pod's addresses: the only authorities its 15008
 	// accepts.
 	PodIPs []netip.Addr
+	// PodName and PodNamespace name the pod as the node agent did. When
+	// set, the workload xDS gives for the authority must be this pod: an
+	// address the pod holds but xDS gives to another workload is not the
+	// pod's to serve under that workload's policies.
+	PodName, PodNamespace string
 	// Store holds the pod's workload and the policies; a pod that xDS has
 	// not described yet takes no tunnels, since its policies are unknown.
 	Store *state.Store
@@ -113,6 +118,10 @@ func (h *Handler) Serve(ctx context.Context, s *hbone.Stream, peer spiffe.Identi
 	w := h.Store.WorkloadByIP(target.Addr().Unmap())
 	if w == nil {
 		refuse(http.StatusServiceUnavailable, "destination workload not yet known", nil)
+		return
+	}
+	if h.PodName != "" && (w.GetName() != h.PodName || w.GetNamespace() != h.PodNamespace) {
+		refuse(http.StatusBadRequest, "authority is another workload's address", nil)
 		return
 	}
 	r.Workload = w

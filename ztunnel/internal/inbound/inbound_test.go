@@ -66,8 +66,10 @@ func newEnv(t *testing.T, appUp, known bool) *env {
 	st := state.New()
 	e := &env{ca: ca, store: st, reports: make(chan Report, 16)}
 	h := &Handler{
-		PodIPs: []netip.Addr{netip.MustParseAddr("10.244.0.5"), netip.MustParseAddr("10.245.0.5")},
-		Store:  st,
+		PodIPs:       []netip.Addr{netip.MustParseAddr("10.244.0.5"), netip.MustParseAddr("10.245.0.5"), netip.MustParseAddr("10.245.0.9")},
+		PodName:      "echo-0",
+		PodNamespace: "default",
+		Store:        st,
 		// The app's real address stands in for the pod's, as a dial from
 		// the pod's netns would reach it.
 		DialApp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
@@ -80,8 +82,15 @@ func newEnv(t *testing.T, appUp, known bool) *env {
 	if known {
 		w := &workloadapi.Workload{Uid: "pod-echo", Name: "echo-0", Namespace: "default", ServiceAccount: "echo",
 			Addresses: [][]byte{netip.MustParseAddr("10.244.0.5").AsSlice(), netip.MustParseAddr("10.245.0.5").AsSlice()}, TunnelProtocol: workloadapi.TunnelProtocol_HBONE}
-		body, _ := anypb.New(&workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}})
-		if err := st.Apply(state.AddressType, []state.Resource{{Name: w.Uid, Version: "1", Body: body}}, nil); err != nil {
+		// xDS gives one of the addresses the pod holds to another workload.
+		o := &workloadapi.Workload{Uid: "pod-other", Name: "other-0", Namespace: "default", ServiceAccount: "other",
+			Addresses: [][]byte{netip.MustParseAddr("10.245.0.9").AsSlice()}, TunnelProtocol: workloadapi.TunnelProtocol_HBONE}
+		var rs []state.Resource
+		for _, x := range []*workloadapi.Workload{w, o} {
+			body, _ := anypb.New(&workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: x}})
+			rs = append(rs, state.Resource{Name: x.Uid, Version: "1", Body: body})
+		}
+		if err := st.Apply(state.AddressType, rs, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -186,6 +195,7 @@ func TestRefusals(t *testing.T) {
 		want      string
 	}{
 		{name: "authority of another pod", appUp: true, id: sleepID, authority: "10.244.0.6:8080", want: "400"},
+		{name: "authority the pod holds but xDS gives another workload", appUp: true, id: sleepID, authority: "10.245.0.9:8080", want: "400"},
 		{name: "authority that is not ip:port", appUp: true, id: sleepID, authority: "echo:8080", want: "400"},
 		{name: "policy allows another identity", appUp: true, policy: allowSleepOnly, id: curlID, authority: "10.244.0.5:8080", want: "401"},
 		{name: "app not listening", appUp: false, id: sleepID, authority: "10.244.0.5:8080", want: "503"},

@@ -122,11 +122,13 @@ func (p *Proxy) startPod(ctx context.Context, uid string, info *zdsapi.WorkloadI
 		err = nil
 	}
 	pd.inbound = &inbound.Handler{
-		PodIPs:  pd.ips,
-		Store:   p.cfg.Store,
-		DialApp: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) { return pd.dial(ctx, addr) },
-		Track:   pd.trackTunnel,
-		Done:    pd.reportInbound,
+		PodIPs:       pd.ips,
+		PodName:      info.GetName(),
+		PodNamespace: info.GetNamespace(),
+		Store:        p.cfg.Store,
+		DialApp:      func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) { return pd.dial(ctx, addr) },
+		Track:        pd.trackTunnel,
+		Done:         pd.reportInbound,
 	}
 	pd.pool = &hbone.Pool[poolKey]{Dial: pd.dialHBONE, MaxStreamsPerConn: p.cfg.MaxStreamsPerConn}
 	if err := pd.listen(); err != nil {
