@@ -125,6 +125,13 @@ func (pd *pod) plaintext(c net.Conn) {
 		rec.fail(l, flagDeny, nil)
 		return
 	}
+	if n := pd.info.GetName(); n != "" && (w.GetName() != n || w.GetNamespace() != pd.info.GetNamespace()) {
+		// As on 15008: not this pod's to serve under another's policies.
+		rec.reason = "destination is another workload's address"
+		l.ResponseFlags = flagDeny
+		rec.fail(l, flagDeny, nil)
+		return
+	}
 	l.DestinationWorkload = workloadName(w, pd.info.GetName())
 	d := authz.Decide(p.cfg.Store.PoliciesFor(w.GetNamespace(), w.GetAuthorizationPolicies()), authz.Conn{Src: src, Dst: dst})
 	rec.policy, rec.dryRun = d.Policy, d.DryRun
