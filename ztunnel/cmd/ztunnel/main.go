@@ -170,6 +170,7 @@ func run(o *options) error {
 	}
 
 	store := state.New()
+	store.Warn = log.With("component", "xds").Warn
 	token := func() (string, error) {
 		b, err := os.ReadFile(o.tokenPath)
 		return strings.TrimSpace(string(b)), err

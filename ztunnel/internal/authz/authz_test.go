@@ -2,8 +2,12 @@ package authz
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -228,6 +232,46 @@ func TestDecideDryRun(t *testing.T) {
 				t.Fatalf("no dry-run outcome, want allow=%v by %q", tc.dry.allow, tc.dry.by)
 			case tc.dry != nil && (d.DryRun.Allow != tc.dry.allow || d.DryRun.Policy != tc.dry.by):
 				t.Fatalf("dry-run outcome %+v, want allow=%v by %q", *d.DryRun, tc.dry.allow, tc.dry.by)
+			}
+		})
+	}
+}
+
+// withUnknown gives m a field its schema does not name, as a newer
+// istiod's would be.
+func withUnknown[M interface{ ProtoReflect() protoreflect.Message }](m M) M {
+	m.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 99, protowire.VarintType), 1))
+	return m
+}
+
+func TestUnknownFieldsFailClosed(t *testing.T) {
+	fromBar := func() *security.Match {
+		return &security.Match{Namespaces: []*security.StringMatch{exactM("bar")}}
+	}
+	other80 := conn(other, "10.0.0.2", "10.0.1.5:80")
+	for _, tc := range []struct {
+		name    string
+		a       *security.Authorization
+		allow   bool
+		unknown []string
+	}{
+		// Without the unknown field this ALLOW admits bar; with it, that
+		// group matches nothing and the ALLOW refuses everyone.
+		{"ALLOW with an unknown field in a match", policy("allow-bar", security.Action_ALLOW, []*security.Rules{rule(withUnknown(fromBar()))}), false, []string{"groups[0]"}},
+		{"ALLOW with an unknown field in a rules", policy("allow-bar", security.Action_ALLOW, []*security.Rules{withUnknown(rule(fromBar()))}), false, []string{"groups[0]"}},
+		{"ALLOW with an unknown field of its own", withUnknown(policy("allow-bar", security.Action_ALLOW, []*security.Rules{rule(fromBar())})), false, []string{"authorization"}},
+		// A DENY keeps what it knows, so it still denies bar.
+		{"DENY with an unknown field in a match", policy("deny-bar", security.Action_DENY, []*security.Rules{rule(withUnknown(fromBar()))}), false, []string{"groups[0]"}},
+		{"DENY with an unknown field of its own", withUnknown(policy("deny-bar", security.Action_DENY, []*security.Rules{rule(fromBar())})), false, []string{"authorization"}},
+		{"ALLOW without unknown fields", policy("allow-bar", security.Action_ALLOW, []*security.Rules{rule(fromBar())}), true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ps := compile(t, tc.a)
+			if !slices.Equal(ps[0].Unknown, tc.unknown) {
+				t.Errorf("Unknown = %q, want %q", ps[0].Unknown, tc.unknown)
+			}
+			if d := Decide(ps, other80); d.Allow != tc.allow {
+				t.Errorf("Decide = %+v, want allow=%v", d, tc.allow)
 			}
 		})
 	}

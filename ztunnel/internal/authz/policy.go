@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
 	"github.com/ambient-mesh/mesh/pkg/workloadapi/security"
 )
@@ -25,7 +27,14 @@ type Policy struct {
 	Deny      bool
 	// DryRun policies are evaluated for the log only; see Decide.
 	DryRun bool
-	groups [][][]match
+	// Unknown names the parts of the resource that carry fields this
+	// ztunnel does not know, as a newer istiod may send ("authorization",
+	// "groups[0]"). Compile fails closed on them: an ALLOW policy's group
+	// holding one matches nothing (the whole policy, for a field of the
+	// Authorization itself), so it allows less than asked; a DENY policy
+	// is kept without them, so it denies at least what was asked.
+	Unknown []string
+	groups  [][][]match
 }
 
 // Key names the policy as workloads and logs refer to it: namespace/name.
@@ -90,7 +99,19 @@ func Compile(a *security.Authorization) (*Policy, error) {
 	if _, ok := security.Scope_name[int32(a.GetScope())]; !ok {
 		return nil, fmt.Errorf("authorization %s: unknown scope %d", p.Key(), a.GetScope())
 	}
+	if len(a.ProtoReflect().GetUnknown()) > 0 {
+		p.Unknown = append(p.Unknown, "authorization")
+		if !p.Deny {
+			return p, nil // an ALLOW that matches nothing
+		}
+	}
 	for gi, g := range a.GetGroups() {
+		if hasUnknown(g.ProtoReflect()) {
+			p.Unknown = append(p.Unknown, fmt.Sprintf("groups[%d]", gi))
+			if !p.Deny {
+				continue
+			}
+		}
 		var rules [][]match
 		for ri, r := range g.GetRules() {
 			var ms []match
@@ -106,6 +127,28 @@ func Compile(a *security.Authorization) (*Policy, error) {
 		p.groups = append(p.groups, rules)
 	}
 	return p, nil
+}
+
+// hasUnknown reports whether m, or any message within it, carries fields
+// its schema does not name.
+func hasUnknown(m protoreflect.Message) bool {
+	if len(m.GetUnknown()) > 0 {
+		return true
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.Message() == nil || fd.IsMap():
+		case fd.IsList():
+			for i := 0; i < v.List().Len() && !found; i++ {
+				found = hasUnknown(v.List().Get(i).Message())
+			}
+		default:
+			found = hasUnknown(v.Message())
+		}
+		return !found
+	})
+	return found
 }
 
 func compileMatch(m *security.Match) (match, error) {

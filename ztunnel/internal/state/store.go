@@ -42,6 +42,10 @@ type Store struct {
 
 	byIP  map[netip.Addr]*workloadapi.Workload
 	byVIP map[netip.Addr]*workloadapi.Service
+
+	// Warn, if set, is told of a resource applied with a reservation,
+	// such as a policy holding fields this ztunnel does not know.
+	Warn func(msg string, args ...any)
 }
 
 // New returns an empty store.
@@ -201,6 +205,13 @@ func (s *Store) applyAuthorizationLocked(r Resource) error {
 	p, err := authz.Compile(&a)
 	if err != nil {
 		return err
+	}
+	if len(p.Unknown) > 0 && s.Warn != nil {
+		effect := "the ALLOW policy's parts holding them match nothing"
+		if p.Deny {
+			effect = "the DENY policy is enforced without them"
+		}
+		s.Warn("authorization holds fields this ztunnel does not know; failing closed", "policy", p.Key(), "parts", p.Unknown, "effect", effect)
 	}
 	s.policies[r.Name] = p
 	s.rawPolicies[r.Name] = &a
