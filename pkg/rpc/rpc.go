@@ -154,12 +154,13 @@ type Stream struct {
 	cancel context.CancelFunc
 	pw     *io.PipeWriter
 
-	once       sync.Once
-	sendClosed atomic.Bool
-	done       chan struct{} // closed when the response headers came, or the call failed
-	res        *http.Response
-	err        error
-	in         reader
+	once        sync.Once
+	sendClosed  atomic.Bool
+	serverEnded atomic.Bool   // Recv saw the server end the call
+	done        chan struct{} // closed when the response headers came, or the call failed
+	res         *http.Response
+	err         error
+	in          reader
 }
 
 // NewStream starts a streaming call of method. It returns at once: the
@@ -198,6 +199,11 @@ func (s *Stream) Send(m proto.Message) error {
 	}
 	if s.sendClosed.Load() {
 		return errSendClosed
+	}
+	if s.serverEnded.Load() {
+		// Recv has seen the call's end; the transport may not have
+		// stopped taking the request yet.
+		return io.EOF
 	}
 	b, err := frame(m)
 	if err != nil {
@@ -249,6 +255,7 @@ func (s *Stream) Recv(m proto.Message) error {
 		return s.err
 	}
 	if st := headerStatus(s.res); st != nil {
+		s.serverEnded.Store(true)
 		if st.Code == OK {
 			return io.EOF
 		}
@@ -256,6 +263,7 @@ func (s *Stream) Recv(m proto.Message) error {
 	}
 	if err := s.in.next(m); err != nil {
 		if errors.Is(err, io.EOF) {
+			s.serverEnded.Store(true)
 			if st := trailerStatus(s.res); st.Code != OK {
 				return st
 			}
