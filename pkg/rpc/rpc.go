@@ -201,8 +201,6 @@ func (s *Stream) Send(m proto.Message) error {
 		return errSendClosed
 	}
 	if s.serverEnded.Load() {
-		// Recv has seen the call's end; the transport may not have
-		// stopped taking the request yet.
 		return io.EOF
 	}
 	b, err := frame(m)
@@ -255,7 +253,7 @@ func (s *Stream) Recv(m proto.Message) error {
 		return s.err
 	}
 	if st := headerStatus(s.res); st != nil {
-		s.serverEnded.Store(true)
+		s.endedByServer()
 		if st.Code == OK {
 			return io.EOF
 		}
@@ -263,7 +261,7 @@ func (s *Stream) Recv(m proto.Message) error {
 	}
 	if err := s.in.next(m); err != nil {
 		if errors.Is(err, io.EOF) {
-			s.serverEnded.Store(true)
+			s.endedByServer()
 			if st := trailerStatus(s.res); st.Code != OK {
 				return st
 			}
@@ -276,6 +274,14 @@ func (s *Stream) Recv(m proto.Message) error {
 		return err
 	}
 	return nil
+}
+
+// endedByServer marks the call ended by the server, as Recv saw it.
+// Send then says io.EOF at once, even while the transport has not yet
+// stopped taking the request, and a Send blocked meanwhile is released.
+func (s *Stream) endedByServer() {
+	s.serverEnded.Store(true)
+	_ = s.pw.CloseWithError(io.EOF)
 }
 
 // Close ends the call, if it has not ended, and frees it.
