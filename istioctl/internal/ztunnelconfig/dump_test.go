@@ -71,6 +71,7 @@ func cannedDump(t *testing.T) []byte {
 	policies := map[string]json.RawMessage{
 		"default/allow-productpage": pj(&security.Authorization{Name: "allow-productpage", Namespace: "default", Scope: security.Scope_WORKLOAD_SELECTOR, Action: security.Action_ALLOW}),
 		"istio-system/deny-all":     pj(&security.Authorization{Name: "deny-all", Namespace: "istio-system", Scope: security.Scope_GLOBAL, Action: security.Action_DENY}),
+		"default/trial-deny":        pj(&security.Authorization{Name: "trial-deny", Namespace: "default", Scope: security.Scope_NAMESPACE, Action: security.Action_DENY, DryRun: true}),
 	}
 	root, rootKey := makeCert(t, 1, "root", nil, nil, now.Add(-24*time.Hour), now.Add(365*24*time.Hour))
 	leaf, _ := makeCert(t, 0xabc123, "", root, rootKey, now.Add(-time.Hour), now.Add(23*time.Hour))
@@ -178,9 +179,10 @@ default   productpage  10.96.0.20  None     1/1
 default   reviews      10.96.0.21  waypoint 0/1
 `},
 		{"policies", Options{}, `
-NAMESPACE    POLICY NAME       ACTION SCOPE
-default      allow-productpage Allow  WorkloadSelector
-istio-system deny-all          Deny   Global
+NAMESPACE    POLICY NAME       ACTION         SCOPE
+default      allow-productpage Allow          WorkloadSelector
+default      trial-deny        Deny (dry-run) Namespace
+istio-system deny-all          Deny           Global
 `},
 		{"certificates", Options{}, `
 CERTIFICATE NAME                                         TYPE STATUS    VALID CERT SERIAL NUMBER NOT AFTER            NOT BEFORE

@@ -125,7 +125,11 @@ func policyTable(w io.Writer, d *Dump, o Options) {
 		if !keep(o, p.GetNamespace()) {
 			continue
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.GetNamespace(), p.GetName(), action(p.GetAction()), scope(p.GetScope()))
+		a := action(p.GetAction())
+		if p.GetDryRun() {
+			a += " (dry-run)" // evaluated and logged, not enforced
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", p.GetNamespace(), p.GetName(), a, scope(p.GetScope()))
 	}
 }
 
