@@ -142,6 +142,15 @@ func TestEmptyShapes(t *testing.T) {
 		{"a group without rules", policy("p", security.Action_ALLOW, []*security.Rules{}), true},
 		{"a rule without matches", policy("p", security.Action_ALLOW, []*security.Rules{rule()}), true},
 		{"a rule with only an empty match", policy("p", security.Action_ALLOW, []*security.Rules{rule(&security.Match{})}), false},
+		// What Istio's istiod sends for a DENY rule whose only condition
+		// was L7 (to: [{operation: {methods: [POST]}}]): the rule is
+		// enforced without it, so it denies every connection, as Istio
+		// documents ("more restrictive than requested").
+		{"DENY: a rule with only an empty match", policy("p", security.Action_DENY, []*security.Rules{rule(&security.Match{})}), true},
+		{"DENY: an empty match beside a narrower one", policy("p", security.Action_DENY, []*security.Rules{
+			rule(&security.Match{DestinationPorts: []uint32{9090}}, &security.Match{})}), true},
+		{"DENY: an empty match does not lift another rule", policy("p", security.Action_DENY, []*security.Rules{
+			rule(&security.Match{}), rule(&security.Match{DestinationPorts: []uint32{9090}})}), false},
 	} {
 		if got := compile(t, tc.a)[0].Matches(c); got != tc.want {
 			t.Errorf("%s: Matches = %v, want %v", tc.name, got, tc.want)

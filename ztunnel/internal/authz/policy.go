@@ -115,12 +115,22 @@ func Compile(a *security.Authorization) (*Policy, error) {
 		var rules [][]match
 		for ri, r := range g.GetRules() {
 			var ms []match
+			unconstrained := false
 			for mi, m := range r.GetMatches() {
 				cm, err := compileMatch(m)
 				if err != nil {
 					return nil, fmt.Errorf("authorization %s: groups[%d].rules[%d].matches[%d]: %w", p.Key(), gi, ri, mi, err)
 				}
+				unconstrained = unconstrained || cm.empty()
 				ms = append(ms, cm)
+			}
+			if p.Deny && unconstrained {
+				// An empty match is an alternative with no constraint
+				// left, as Istio's istiod sends a DENY rule whose
+				// conditions were all L7: in a DENY it holds for every
+				// connection (fail closed). In an ALLOW it matches
+				// nothing (see groupMatches), also failing closed.
+				ms = nil
 			}
 			rules = append(rules, ms)
 		}
