@@ -273,6 +273,15 @@ func TestUnknownFieldsFailClosed(t *testing.T) {
 		{"DENY with an unknown field in a match", policy("deny-bar", security.Action_DENY, []*security.Rules{rule(withUnknown(fromBar()))}), false, []string{"groups[0]"}},
 		{"DENY with an unknown field of its own", withUnknown(policy("deny-bar", security.Action_DENY, []*security.Rules{rule(fromBar())})), false, []string{"authorization"}},
 		{"ALLOW without unknown fields", policy("allow-bar", security.Action_ALLOW, []*security.Rules{rule(fromBar())}), true, nil},
+		// A string match of a kind this ztunnel does not know (no known
+		// type, an unknown field) is no reason to drop a DENY: it holds
+		// for every value, and in a not_ list it excludes nothing.
+		{"DENY by a principal match of an unknown kind", policy("deny-new", security.Action_DENY, []*security.Rules{rule(&security.Match{
+			Principals: []*security.StringMatch{withUnknown(&security.StringMatch{})}})}), false, []string{"groups[0]"}},
+		{"DENY excepting by a match of an unknown kind", policy("deny-bar", security.Action_DENY, []*security.Rules{rule(&security.Match{
+			Namespaces: []*security.StringMatch{exactM("bar")}, NotNamespaces: []*security.StringMatch{withUnknown(&security.StringMatch{})}})}), false, []string{"groups[0]"}},
+		{"ALLOW by a principal match of an unknown kind", policy("allow-new", security.Action_ALLOW, []*security.Rules{rule(&security.Match{
+			Principals: []*security.StringMatch{withUnknown(&security.StringMatch{})}})}), false, []string{"groups[0]"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ps := compile(t, tc.a)

@@ -65,6 +65,10 @@ const (
 	prefix
 	suffix
 	presence
+	// anything and nothing stand for an entry of a kind this ztunnel does
+	// not know (a newer istiod's), chosen so that the policy fails closed.
+	anything
+	nothing
 )
 
 func (s stringMatch) matches(v string) bool {
@@ -75,6 +79,10 @@ func (s stringMatch) matches(v string) bool {
 		return strings.HasPrefix(v, s.value)
 	case suffix:
 		return strings.HasSuffix(v, s.value)
+	case anything:
+		return true
+	case nothing:
+		return false
 	default:
 		return v != ""
 	}
@@ -117,7 +125,7 @@ func Compile(a *security.Authorization) (*Policy, error) {
 			var ms []match
 			unconstrained := false
 			for mi, m := range r.GetMatches() {
-				cm, err := compileMatch(m)
+				cm, err := compileMatch(m, p.Deny)
 				if err != nil {
 					return nil, fmt.Errorf("authorization %s: groups[%d].rules[%d].matches[%d]: %w", p.Key(), gi, ri, mi, err)
 				}
@@ -161,10 +169,19 @@ func hasUnknown(m protoreflect.Message) bool {
 	return found
 }
 
-func compileMatch(m *security.Match) (match, error) {
+// compileMatch compiles one match of a DENY policy (deny) or an ALLOW
+// policy.
+func compileMatch(m *security.Match, deny bool) (match, error) {
 	var out match
 	var err error
 	strs := func(field string, in []*security.StringMatch) []stringMatch {
+		// An entry of an unknown kind must widen a DENY and narrow an
+		// ALLOW: in a positive list it holds for every value in a DENY
+		// and for none in an ALLOW; in a not_ list the other way round.
+		unknownKind := nothing
+		if deny != strings.HasPrefix(field, "not_") {
+			unknownKind = anything
+		}
 		var res []stringMatch
 		for i, s := range in {
 			switch t := s.GetMatchType().(type) {
@@ -177,6 +194,12 @@ func compileMatch(m *security.Match) (match, error) {
 			case *security.StringMatch_Presence:
 				res = append(res, stringMatch{kind: presence})
 			default:
+				if len(s.ProtoReflect().GetUnknown()) > 0 {
+					// A newer istiod's kind of match (Compile has noted
+					// the unknown field).
+					res = append(res, stringMatch{kind: unknownKind})
+					continue
+				}
 				if err == nil {
 					err = fmt.Errorf("%s[%d]: no match type", field, i)
 				}
