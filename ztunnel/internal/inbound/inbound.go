@@ -70,6 +70,12 @@ type Handler struct {
 	Done func(Report)
 }
 
+// Owns reports whether w, the workload xDS gives for one of the pod's
+// addresses, is this pod (always, when the node agent did not name it).
+func (h *Handler) Owns(w *workloadapi.Workload) bool {
+	return h.PodName == "" || (w.GetName() == h.PodName && w.GetNamespace() == h.PodNamespace)
+}
+
 // Report describes one tunnel, for the access log and metrics.
 type Report struct {
 	Peer      spiffe.Identity
@@ -120,7 +126,7 @@ func (h *Handler) Serve(ctx context.Context, s *hbone.Stream, peer spiffe.Identi
 		refuse(http.StatusServiceUnavailable, "destination workload not yet known", nil)
 		return
 	}
-	if h.PodName != "" && (w.GetName() != h.PodName || w.GetNamespace() != h.PodNamespace) {
+	if !h.Owns(w) {
 		refuse(http.StatusBadRequest, "authority is another workload's address", nil)
 		return
 	}

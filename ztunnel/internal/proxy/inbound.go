@@ -125,7 +125,7 @@ func (pd *pod) plaintext(c net.Conn) {
 		rec.fail(l, flagDeny, nil)
 		return
 	}
-	if n := pd.info.GetName(); n != "" && (w.GetName() != n || w.GetNamespace() != pd.info.GetNamespace()) {
+	if !pd.inbound.Owns(w) {
 		// As on 15008: not this pod's to serve under another's policies.
 		rec.reason = "destination is another workload's address"
 		l.ResponseFlags = flagDeny

@@ -310,7 +310,6 @@ func (pd *pod) drain(timeout time.Duration) {
 	select {
 	case <-handled:
 	case <-deadline.C:
-		pd.cut()
 		n := pd.p.conns.closePod(pd.uid)
 		pd.p.cfg.Log.Warn("drain timed out; connections cut", "pod", pd.name(), "connections", n)
 	}
