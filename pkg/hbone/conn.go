@@ -42,7 +42,7 @@ var ErrStreamRefused = errors.New("hbone: stream refused by the peer, not proces
 // control, is what keeps one slow stream from blocking the others.
 type conn struct {
 	nc     net.Conn
-	tr     *transport // under nc's TLS, if the caller gave it one
+	rec    *TLSConn // nc, if it is one: frames are gathered into fewer writes
 	fr     *http2.Framer
 	server bool
 
@@ -95,7 +95,6 @@ const maxQueuedControl = 1024
 func newConn(nc net.Conn, server bool) *conn {
 	c := &conn{
 		nc:             nc,
-		tr:             transportOf(nc),
 		server:         server,
 		streams:        map[uint32]*Stream{},
 		nextID:         1,
@@ -109,6 +108,7 @@ func newConn(nc net.Conn, server bool) *conn {
 		done:           make(chan struct{}),
 		ctrlSignal:     make(chan struct{}, 1),
 	}
+	c.rec, _ = nc.(*TLSConn)
 	c.sendCond = sync.NewCond(&c.mu)
 	c.fr = http2.NewFramer(nc, nc)
 	c.fr.SetMaxReadFrameSize(maxReadFrame)
@@ -182,12 +182,12 @@ func (c *conn) controlWriter() {
 // write runs f with the frame writer to itself. A failed write ends the
 // connection: a half-written frame cannot be taken back.
 //
-// Over a Transport, what f writes is gathered while other writers wait
+// Over a TLSConn, what f writes is gathered while other writers wait
 // their turn, and the last of them writes it all at once: frames queued
 // behind each other share system calls, and a lone writer's frame leaves
 // as soon as it is complete.
 func (c *conn) write(f func() error) error {
-	t := c.tr
+	t := c.rec
 	if t != nil {
 		t.hold()
 	}

@@ -25,8 +25,8 @@ const (
 )
 
 var (
-	smallFromBufs = sync.Pool{New: func() any { b := make([]byte, frameHeaderLen+smallReadFrom); return &b }}
-	largeFromBufs = sync.Pool{New: func() any { b := make([]byte, frameHeaderLen+largeReadFrom); return &b }}
+	smallFromBufs = sync.Pool{New: func() any { b := make([]byte, frameHeaderLen+smallReadFrom, frameHeaderLen+smallReadFrom+1); return &b }}
+	largeFromBufs = sync.Pool{New: func() any { b := make([]byte, frameHeaderLen+largeReadFrom, frameHeaderLen+largeReadFrom+1); return &b }}
 )
 
 // ReadFrom sends everything r yields through the tunnel until r's EOF (not
@@ -79,6 +79,10 @@ func (s *Stream) sendFrames(buf []byte, n int) (int, error) {
 		frame := buf[off-frameHeaderLen : off+k]
 		putDataHeader(frame, s.id, k)
 		if err := c.write(func() error {
+			if c.rec != nil {
+				_, err := c.rec.writeTail(frame)
+				return err
+			}
 			_, err := c.nc.Write(frame)
 			return err
 		}); err != nil {

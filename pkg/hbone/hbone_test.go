@@ -53,12 +53,11 @@ func tlsPair(t testing.TB) (client, server *tls.Config) {
 	return client, server
 }
 
-// listen serves HBONE with handle on a loopback TLS listener, TLS over a
-// Transport as ztunnel runs it.
+// listen serves HBONE with handle on a loopback TLS listener, over
+// TLSServer as ztunnel runs it.
 func listen(t testing.TB, cfg *tls.Config, handle func(*Stream)) string {
 	t.Helper()
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	ln := transportListener{tcp, cfg}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,35 +76,27 @@ func listen(t testing.TB, cfg *tls.Config, handle func(*Stream)) string {
 			go func() {
 				defer wg.Done()
 				go func() { <-ctx.Done(); nc.Close() }()
-				_ = Serve(ctx, nc, handle)
+				tc, err := TLSServer(ctx, nc, cfg)
+				if err != nil {
+					nc.Close()
+					return
+				}
+				_ = Serve(ctx, tc, handle)
 			}()
 		}
 	}()
 	return ln.Addr().String()
 }
 
-type transportListener struct {
-	net.Listener
-	cfg *tls.Config
-}
-
-func (l transportListener) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return tls.Server(Transport(nc), l.cfg), nil
-}
-
-// dial opens an HBONE connection to addr, TLS over a Transport.
+// dial opens an HBONE connection to addr over TLSClient, as ztunnel does.
 func dial(t testing.TB, cfg *tls.Config, addr string) *ClientConn {
 	t.Helper()
 	raw, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc := tls.Client(Transport(raw), cfg)
-	if err := nc.Handshake(); err != nil {
+	nc, err := TLSClient(context.Background(), raw, cfg)
+	if err != nil {
 		raw.Close()
 		t.Fatal(err)
 	}

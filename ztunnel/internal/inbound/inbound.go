@@ -39,8 +39,8 @@ func ServerTLS(cert func() (*tls.Certificate, error), roots func() *x509.CertPoo
 }
 
 // PeerIdentity returns the verified identity of a TLS connection's client.
-func PeerIdentity(c *tls.Conn) (spiffe.Identity, error) {
-	certs := c.ConnectionState().PeerCertificates
+func PeerIdentity(st tls.ConnectionState) (spiffe.Identity, error) {
+	certs := st.PeerCertificates
 	if len(certs) == 0 {
 		return spiffe.Identity{}, errors.New("no client certificate")
 	}

@@ -112,7 +112,7 @@ func newEnv(t *testing.T, appUp, known bool) *env {
 					tc.Close()
 					return
 				}
-				peer, err := PeerIdentity(tc)
+				peer, err := PeerIdentity(tc.ConnectionState())
 				if err != nil {
 					tc.Close()
 					return

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -22,18 +21,17 @@ const handshakeTimeout = 10 * time.Second
 func (pd *pod) hbone(c net.Conn) {
 	p := pd.p
 	src := c.RemoteAddr().(*net.TCPAddr).AddrPort()
-	tc := tls.Server(hbone.Transport(c), pd.tlsServer())
 	ctx, cancel := context.WithTimeout(pd.work, handshakeTimeout)
-	err := tc.HandshakeContext(ctx)
+	tc, err := hbone.TLSServer(ctx, c, pd.tlsServer())
 	cancel()
 	if err != nil {
-		tc.Close()
+		c.Close()
 		p.cfg.Log.Warn("inbound: TLS handshake failed", "pod", pd.name(), "src", src.String(), "error", err)
 		p.refused(metrics.Labels{Reporter: "destination", SecurityPolicy: "mutual_tls", ResponseFlags: flagDeny,
 			DestinationWorkload: pd.info.GetName(), DestinationNamespace: pd.info.GetNamespace(), DestinationPrincipal: pd.id.String()})
 		return
 	}
-	peer, err := inbound.PeerIdentity(tc)
+	peer, err := inbound.PeerIdentity(tc.ConnectionState())
 	if err != nil {
 		tc.Close()
 		return

@@ -157,8 +157,8 @@ func (pd *pod) dialHBONE(ctx context.Context, k poolKey) (net.Conn, error) {
 			return err
 		},
 	}
-	tc := tls.Client(hbone.Transport(raw), cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	tc, err := hbone.TLSClient(ctx, raw, cfg)
+	if err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("TLS to %s: %w", k.dial, err)
 	}

@@ -27,20 +27,19 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// TestTransportWritesAFrameAtOnce checks what Transport is for: the 17 TLS
-// records of a 256 KiB DATA frame reach the socket in one write, where TLS
-// alone makes a system call per record. (A control frame the connection
-// sends meanwhile may take a write of its own here: over TCP the queue
-// goes out with one writev, which this counting wrapper cannot offer.)
-func TestTransportWritesAFrameAtOnce(t *testing.T) {
+// TestFrameLeavesInOneWrite checks what TLSConn's gathering is for: the
+// 17 TLS records of a 256 KiB DATA frame reach the socket in one write,
+// where crypto/tls makes a system call per record. (A control frame the
+// connection sends meanwhile may take a write of its own.)
+func TestFrameLeavesInOneWrite(t *testing.T) {
 	cli, srv := tlsPair(t)
 	addr := listen(t, srv, sink)
 	for _, tc := range []struct {
-		name      string
-		transport bool
+		name   string
+		ourTLS bool
 	}{
-		{"transport", true},
-		{"plain TLS", false},
+		{"TLSConn", true},
+		{"crypto/tls", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			raw, err := net.Dial("tcp", addr)
@@ -48,12 +47,15 @@ func TestTransportWritesAFrameAtOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			counted := &countingConn{Conn: raw}
-			var under net.Conn = counted
-			if tc.transport {
-				under = Transport(counted)
+			var nc net.Conn
+			if tc.ourTLS {
+				nc, err = TLSClient(context.Background(), counted, cli)
+			} else {
+				gc := tls.Client(counted, cli)
+				err = gc.Handshake()
+				nc = gc
 			}
-			nc := tls.Client(under, cli)
-			if err := nc.Handshake(); err != nil {
+			if err != nil {
 				t.Fatal(err)
 			}
 			cc, err := NewClientConn(context.Background(), nc)
@@ -80,39 +82,40 @@ func TestTransportWritesAFrameAtOnce(t *testing.T) {
 			if n < int64(len(buf)) {
 				t.Fatalf("only %d bytes reached the socket, want at least %d", n, len(buf))
 			}
-			if tc.transport && (largest < int64(len(buf)) || writes > 2) {
+			if tc.ourTLS && (largest < int64(len(buf)) || writes > 2) {
 				t.Errorf("the frame took %d writes, the largest %d bytes; want it in one", writes, largest)
 			}
-			if !tc.transport && writes < 16 {
-				t.Errorf("plain TLS took %d writes; the comparison assumes one per record", writes)
+			if !tc.ourTLS && writes < 16 {
+				t.Errorf("crypto/tls took %d writes; the comparison assumes one per record", writes)
 			}
 		})
 	}
 }
 
-// TestTransportCloseWritesWhatIsGathered: bytes gathered while another
-// writer holds the transport still reach the peer when the connection is
-// closed before that writer lets go.
-func TestTransportCloseWritesWhatIsGathered(t *testing.T) {
-	a, b := net.Pipe()
-	defer b.Close()
-	tr := Transport(a).(*transport)
-	tr.hold()
-	if _, err := tr.Write([]byte("last frame")); err != nil {
+// TestCloseWritesWhatIsGathered: records gathered while another writer
+// holds the connection still reach the peer, followed by close_notify,
+// when the connection is closed before that writer lets go.
+func TestCloseWritesWhatIsGathered(t *testing.T) {
+	c, s := ourPair(t)
+	c.hold()
+	if _, err := c.Write([]byte("last frame")); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan string, 1)
 	go func() {
-		buf, _ := io.ReadAll(b)
+		buf, err := io.ReadAll(s)
+		if err != nil {
+			buf = append(buf, " (then "+err.Error()+")"...)
+		}
 		got <- string(buf)
 	}()
-	if err := tr.Close(); err != nil {
+	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if s := <-got; s != "last frame" {
-		t.Fatalf("peer read %q, want the gathered bytes", s)
+		t.Fatalf("peer read %q, want the gathered bytes and a clean end", s)
 	}
-	if _, err := tr.Write([]byte("x")); err == nil {
+	if _, err := c.Write([]byte("x")); err == nil {
 		t.Fatal("write after Close succeeded")
 	}
 }
