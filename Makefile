@@ -47,7 +47,7 @@ export NODES CLUSTER_STATE KUBE_BIN IMAGES_DIR PAUSE_IMAGE COREDNS_IMAGE ECHO_IM
 
 DEBIAN_PACKAGES := etcd-server containerd runc containernetworking-plugins iptables conntrack \
 	nftables iproute2 util-linux mount kmod procps tcpdump socat ethtool busybox-static \
-	protobuf-compiler libprotobuf-dev clang llvm
+	protobuf-compiler libprotobuf-dev clang llvm openssl
 
 KUBE_TOOLS_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \

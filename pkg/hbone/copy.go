@@ -76,7 +76,9 @@ func (s *Stream) sendFrames(buf []byte, n int) (int, error) {
 		if err != nil {
 			return off - frameHeaderLen, err
 		}
-		frame := buf[off-frameHeaderLen : off+k]
+		// The frame's slice keeps the byte after it, the buffer's own, for
+		// TLSConn.writeTail.
+		frame := buf[off-frameHeaderLen : off+k : min(off+k+1, cap(buf))]
 		putDataHeader(frame, s.id, k)
 		if err := c.write(func() error {
 			if c.rec != nil {

@@ -50,9 +50,15 @@ type TLSConn struct {
 	rbuf  *[]byte // raw bytes from the socket: rbuf[roff:rend] unread
 	roff  int
 	rend  int
+	small []byte // what an idle connection reads into (rbuf is then &small)
 	plain []byte // opened application data not yet returned
 	hmsg  []byte // a post-handshake message split across records
-	rerr  error
+	// useless counts the records since the last application data that
+	// carried none (key updates, tickets, empty records), which a peer
+	// could otherwise send without end.
+	useless int
+	rerr    error
+	fatal   atomic.Uint32 // the alert Close sends instead of close_notify
 
 	// Write side. Records written between hold and release are gathered
 	// in obuf and written at once by the last writer out.
@@ -74,8 +80,15 @@ const (
 	tagLen           = 16
 	fullRecordLen    = recordHeaderLen + maxPlaintext + 1 + tagLen
 	recordReadBufLen = 16 * fullRecordLen
+	idleReadBufLen   = 4 << 10
+	maxUseless       = 16
 
 	typeAlert       = 21
+	alertLevelFatal = 2
+	alertUnexpected = 10
+	alertBadMAC     = 20
+	alertOverflow   = 22
+	alertDecode     = 50
 	typeHandshake   = 22
 	typeAppData     = 23
 	hsNewTicket     = 4
@@ -102,6 +115,9 @@ const closeFlushTimeout = time.Second
 var keyUpdateAfter uint64 = 1 << 24
 
 var recordReadBufs = sync.Pool{New: func() any { b := make([]byte, recordReadBufLen); return &b }}
+
+// largeReadBufs counts the large read buffers connections hold.
+var largeReadBufs atomic.Int64
 
 // recordKeys is one direction's traffic protection.
 type recordKeys struct {
@@ -201,9 +217,15 @@ func (k *recordKeys) nextNonce() ([]byte, error) {
 type keyLog struct {
 	mu             sync.Mutex
 	client, server []byte
+	next           io.Writer // the configuration's own key log
 }
 
 func (l *keyLog) Write(line []byte) (int, error) {
+	if l.next != nil {
+		if _, err := l.next.Write(line); err != nil {
+			return 0, err
+		}
+	}
 	f := bytes.Fields(line)
 	if len(f) != 3 {
 		return len(line), nil
@@ -241,15 +263,17 @@ func TLSServer(ctx context.Context, raw net.Conn, cfg *tls.Config) (*TLSConn, er
 }
 
 func handshake(ctx context.Context, raw net.Conn, base *tls.Config, server bool) (*TLSConn, error) {
-	cfg := base.Clone()
-	cfg.MinVersion = tls.VersionTLS13
-	cfg.MaxVersion = tls.VersionTLS13
 	kl := &keyLog{}
-	cfg.KeyLogWriter = kl
-	// A ticket would be written under the application keys before the
-	// handshake returns, and its record counted in a sequence number this
-	// side could not know.
-	cfg.SessionTicketsDisabled = true
+	cfg := recordConfig(base, kl)
+	if gcc := base.GetConfigForClient; gcc != nil {
+		cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			alt, err := gcc(hello)
+			if alt == nil || err != nil {
+				return alt, err
+			}
+			return recordConfig(alt, kl), nil
+		}
+	}
 	hc := &handshakeConn{Conn: raw}
 	var tc *tls.Conn
 	if server {
@@ -287,9 +311,27 @@ func handshake(ctx context.Context, raw net.Conn, base *tls.Config, server bool)
 	// have been read from the socket.
 	if len(hc.buf) > 0 {
 		c.rbuf = recordReadBufs.Get().(*[]byte)
+		largeReadBufs.Add(1)
 		c.rend = copy(*c.rbuf, hc.buf)
 	}
+	c.small = make([]byte, idleReadBufLen)
 	return c, nil
+}
+
+// recordConfig is base as a TLSConn's handshake needs it: TLS 1.3 only,
+// the traffic secrets logged to kl (and to base's own key log, if any, for
+// debugging), no session tickets sent: a ticket would be written under
+// the application keys before the handshake returns, in a record this
+// side would not count.
+func recordConfig(base *tls.Config, kl *keyLog) *tls.Config {
+	cfg := base.Clone()
+	cfg.MinVersion = tls.VersionTLS13
+	cfg.MaxVersion = tls.VersionTLS13
+	kl.next = base.KeyLogWriter
+	cfg.KeyLogWriter = kl
+	cfg.SessionTicketsDisabled = true
+	cfg.GetConfigForClient = nil
+	return cfg
 }
 
 // handshakeConn is raw as crypto/tls sees it during the handshake: a read
@@ -354,6 +396,25 @@ type alertError uint8
 
 func (a alertError) Error() string { return fmt.Sprintf("hbone: peer sent TLS alert %d", uint8(a)) }
 
+// protocolError is a peer's record this side refuses; Close tells the
+// peer with the fatal alert given.
+type protocolError struct {
+	alert uint8
+	msg   string
+}
+
+func (e *protocolError) Error() string { return "hbone: " + e.msg }
+
+func refuse(alert uint8, format string, args ...any) error {
+	return &protocolError{alert: alert, msg: fmt.Sprintf(format, args...)}
+}
+
+// isTimeout reports a deadline's expiry, after which reading may go on.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // Read returns application data. Records wholly inside p are opened
 // straight into it.
 func (c *TLSConn) Read(p []byte) (int, error) {
@@ -375,7 +436,13 @@ func (c *TLSConn) Read(p []byte) (int, error) {
 		}
 		rec, err := c.nextRecord(n == 0)
 		if err != nil {
-			c.rerr = err
+			if isTimeout(err) {
+				// Not the connection's end: a later Read may go on
+				// (a partial record stays buffered).
+				c.releaseReadBufLocked()
+				return n, err
+			}
+			c.failRead(err)
 			break
 		}
 		if rec == nil {
@@ -383,7 +450,7 @@ func (c *TLSConn) Read(p []byte) (int, error) {
 		}
 		k, err := c.open(rec, p[n:])
 		if err != nil {
-			c.rerr = err
+			c.failRead(err)
 			break
 		}
 		n += k
@@ -395,6 +462,16 @@ func (c *TLSConn) Read(p []byte) (int, error) {
 	return 0, c.rerr
 }
 
+// failRead ends reading; a record refused is answered by Close with its
+// alert.
+func (c *TLSConn) failRead(err error) {
+	c.rerr = err
+	var pe *protocolError
+	if errors.As(err, &pe) {
+		c.fatal.CompareAndSwap(0, uint32(pe.alert))
+	}
+}
+
 // nextRecord returns the next whole record in the read buffer, reading
 // from the socket if block is set; nil when none is there and block is
 // not.
@@ -404,14 +481,14 @@ func (c *TLSConn) nextRecord(block bool) ([]byte, error) {
 			avail := (*c.rbuf)[c.roff:c.rend]
 			if len(avail) >= recordHeaderLen {
 				if avail[0] != typeAppData {
-					return nil, fmt.Errorf("hbone: unexpected TLS record type %d after the handshake", avail[0])
+					return nil, refuse(alertUnexpected, "unexpected TLS record type %d after the handshake", avail[0])
 				}
 				l := int(binary.BigEndian.Uint16(avail[3:5]))
 				if l > maxCiphertext {
-					return nil, errors.New("hbone: TLS record too long")
+					return nil, refuse(alertOverflow, "TLS record too long")
 				}
 				if l < 1+tagLen {
-					return nil, errors.New("hbone: TLS record too short")
+					return nil, refuse(alertDecode, "TLS record too short")
 				}
 				if len(avail) >= recordHeaderLen+l {
 					c.roff += recordHeaderLen + l
@@ -428,11 +505,21 @@ func (c *TLSConn) nextRecord(block bool) ([]byte, error) {
 	}
 }
 
-// fill reads more from the socket, keeping any partial record.
+// fill reads more from the socket, keeping any partial record. A read
+// with nothing pending, such as the one an idle connection waits in, goes
+// to the connection's small buffer; one that has to complete a record
+// moves to a large pooled buffer, which is given back once drained.
 func (c *TLSConn) fill() error {
 	if c.rbuf == nil {
-		c.rbuf = recordReadBufs.Get().(*[]byte)
+		c.rbuf = &c.small
 		c.roff, c.rend = 0, 0
+	}
+	if c.rbuf == &c.small && c.rend > c.roff {
+		big := recordReadBufs.Get().(*[]byte)
+		largeReadBufs.Add(1)
+		c.rend = copy(*big, c.small[c.roff:c.rend])
+		c.roff = 0
+		c.rbuf = big
 	}
 	b := *c.rbuf
 	if c.roff > 0 {
@@ -454,11 +541,15 @@ func (c *TLSConn) fill() error {
 	return err
 }
 
-// releaseReadBufLocked gives the read buffer back when it holds nothing
-// unread, so that an idle connection keeps none.
+// releaseReadBufLocked gives a large read buffer back when it holds
+// nothing unread, or nothing that will be read, so that an idle connection
+// keeps only its small one.
 func (c *TLSConn) releaseReadBufLocked() {
-	if c.rbuf != nil && c.roff == c.rend && len(c.plain) == 0 {
-		recordReadBufs.Put(c.rbuf)
+	if c.rbuf != nil && (c.roff == c.rend || c.rerr != nil) && len(c.plain) == 0 {
+		if c.rbuf != &c.small {
+			recordReadBufs.Put(c.rbuf)
+			largeReadBufs.Add(-1)
+		}
 		c.rbuf = nil
 		c.roff, c.rend = 0, 0
 	}
@@ -481,23 +572,31 @@ func (c *TLSConn) open(rec, p []byte) (int, error) {
 		inner, err = c.in.aead.Open(body[:0], nonce, body, hdr)
 	}
 	if err != nil {
-		return 0, errors.New("hbone: TLS record failed authentication")
+		return 0, refuse(alertBadMAC, "TLS record failed authentication")
+	}
+	if len(inner) > maxPlaintext+1 {
+		return 0, refuse(alertOverflow, "TLS record plaintext too long")
 	}
 	i := len(inner) - 1
 	for i >= 0 && inner[i] == 0 {
 		i--
 	}
 	if i < 0 {
-		return 0, errors.New("hbone: TLS record without a content type")
+		return 0, refuse(alertUnexpected, "TLS record without a content type")
 	}
 	typ, content := inner[i], inner[:i]
-	if len(content) > maxPlaintext {
-		return 0, errors.New("hbone: TLS record plaintext too long")
+	if typ != typeHandshake && len(c.hmsg) > 0 {
+		return 0, refuse(alertUnexpected, "TLS record of type %d inside a handshake message", typ)
+	}
+	if typ != typeAppData || len(content) == 0 {
+		if c.useless++; c.useless > maxUseless {
+			return 0, refuse(alertUnexpected, "too many TLS records without application data")
+		}
 	}
 	switch typ {
 	case typeAppData:
-		if len(c.hmsg) > 0 {
-			return 0, errors.New("hbone: TLS application data inside a handshake message")
+		if len(content) > 0 {
+			c.useless = 0
 		}
 		if direct {
 			return len(content), nil
@@ -506,7 +605,7 @@ func (c *TLSConn) open(rec, p []byte) (int, error) {
 		return 0, nil
 	case typeAlert:
 		if len(content) != 2 {
-			return 0, errors.New("hbone: malformed TLS alert")
+			return 0, refuse(alertDecode, "malformed TLS alert")
 		}
 		switch content[1] {
 		case alertCloseNotif:
@@ -518,20 +617,20 @@ func (c *TLSConn) open(rec, p []byte) (int, error) {
 	case typeHandshake:
 		return 0, c.handshakeMessages(content)
 	}
-	return 0, fmt.Errorf("hbone: unexpected TLS content type %d after the handshake", typ)
+	return 0, refuse(alertUnexpected, "unexpected TLS content type %d after the handshake", typ)
 }
 
 // handshakeMessages handles post-handshake messages (RFC 8446 section
 // 4.6), which may span records.
 func (c *TLSConn) handshakeMessages(b []byte) error {
 	if len(b) == 0 {
-		return errors.New("hbone: empty TLS handshake record")
+		return refuse(alertUnexpected, "empty TLS handshake record")
 	}
 	c.hmsg = append(c.hmsg, b...)
 	for len(c.hmsg) >= 4 {
 		l := int(c.hmsg[1])<<16 | int(c.hmsg[2])<<8 | int(c.hmsg[3])
 		if l > maxPostHSMsg {
-			return errors.New("hbone: TLS handshake message too long")
+			return refuse(alertDecode, "TLS handshake message too long")
 		}
 		if len(c.hmsg) < 4+l {
 			return nil
@@ -543,12 +642,12 @@ func (c *TLSConn) handshakeMessages(b []byte) error {
 			// Resumption is not used: ignore.
 		case typ == hsKeyUpdate:
 			if l != 1 || body[0] > 1 {
-				return errors.New("hbone: malformed TLS KeyUpdate")
+				return refuse(alertDecode, "malformed TLS KeyUpdate")
 			}
 			if len(rest) > 0 {
 				// The message must end its record: what follows would be
 				// under the old key.
-				return errors.New("hbone: TLS KeyUpdate not at the end of its record")
+				return refuse(alertUnexpected, "TLS KeyUpdate not at the end of its record")
 			}
 			if err := c.in.update(); err != nil {
 				return err
@@ -558,11 +657,12 @@ func (c *TLSConn) handshakeMessages(b []byte) error {
 				// data, from a writer or, if none comes, from another
 				// goroutine: the reader never blocks on the socket's
 				// write side.
-				c.updateDue.Store(true)
-				go func() { _ = c.sendDueKeyUpdate() }()
+				if !c.updateDue.Swap(true) {
+					go func() { _ = c.sendDueKeyUpdate() }()
+				}
 			}
 		default:
-			return fmt.Errorf("hbone: unexpected TLS handshake message %d after the handshake", typ)
+			return refuse(alertUnexpected, "unexpected TLS handshake message %d after the handshake", typ)
 		}
 		c.hmsg = append(c.hmsg[:0], rest...)
 	}
@@ -579,8 +679,9 @@ func (c *TLSConn) Write(p []byte) (int, error) {
 }
 
 // writeTail is Write for a p with one byte of capacity past its end, which
-// it uses while sealing (and restores): each record is then sealed
-// straight from p.
+// it uses while sealing and restores before it returns: each record is
+// then sealed straight from p. The caller owns that byte, as a pooled
+// buffer's spare byte (see sendFrames): nothing may read it meanwhile.
 func (c *TLSConn) writeTail(p []byte) (int, error) {
 	return c.write(p, cap(p) > len(p))
 }
@@ -736,9 +837,14 @@ func (c *TLSConn) release() error {
 // socket. A peer that stopped reading cannot hold it.
 func (c *TLSConn) Close() error {
 	_ = c.raw.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+	alert := []byte{1, alertCloseNotif}
+	if a := c.fatal.Load(); a != 0 {
+		// Not a clean end: say why.
+		alert = []byte{alertLevelFatal, uint8(a)}
+	}
 	c.wmu.Lock()
 	if c.werr == nil {
-		if err := c.sealLocked(typeAlert, []byte{1, alertCloseNotif}, false); err == nil {
+		if err := c.sealLocked(typeAlert, alert, false); err == nil {
 			_ = c.flushLocked()
 		}
 		if c.werr == nil {

@@ -23,13 +23,14 @@ var fuzzSecret = bytes.Repeat([]byte{7}, 32)
 
 // sealedRecords turns data into records sealed with fuzzSecret: each is a
 // 2-byte length and that many bytes of inner plaintext (content, type and
-// padding, as the peer chose them).
-func sealedRecords(data []byte) []byte {
+// padding, as the peer chose them). A record that is exactly a KeyUpdate
+// moves the generator to the next key, as a peer would. It also returns
+// the application data the records carry, in order.
+func sealedRecords(data []byte) (stream, appData []byte) {
 	var k recordKeys
 	if err := k.setSecret(tls.TLS_AES_128_GCM_SHA256, fuzzSecret); err != nil {
 		panic(err)
 	}
-	var out []byte
 	for len(data) >= 2 {
 		n := min(int(binary.BigEndian.Uint16(data)), len(data)-2, maxPlaintext+1)
 		inner := data[2 : 2+n]
@@ -37,10 +38,23 @@ func sealedRecords(data []byte) []byte {
 		hdr := []byte{typeAppData, 3, 3, 0, 0}
 		binary.BigEndian.PutUint16(hdr[3:], uint16(n+tagLen))
 		nonce, _ := k.nextNonce()
-		out = append(out, hdr...)
-		out = k.aead.Seal(out, nonce, inner, hdr)
+		stream = append(stream, hdr...)
+		stream = k.aead.Seal(stream, nonce, inner, hdr)
+		content := bytes.TrimRight(inner, "\x00")
+		if len(content) == 0 {
+			continue
+		}
+		typ, content := content[len(content)-1], content[:len(content)-1]
+		switch {
+		case typ == typeAppData:
+			appData = append(appData, content...)
+		case typ == typeHandshake && len(content) == 5 && content[0] == hsKeyUpdate && content[3] == 1:
+			if err := k.update(); err != nil {
+				panic(err)
+			}
+		}
 	}
-	return out
+	return stream, appData
 }
 
 // FuzzTLSConnRead feeds a TLSConn records from an untrusted peer: sealed
@@ -66,11 +80,11 @@ func FuzzTLSConnRead(f *testing.F) {
 		if len(data) == 0 {
 			return
 		}
-		stream := data[1:]
+		stream, appData := data[1:], []byte(nil)
 		if data[0] == 0 {
-			stream = sealedRecords(data[1:])
+			stream, appData = sealedRecords(data[1:])
 		}
-		c := &TLSConn{raw: byteConn{r: bytes.NewReader(stream)}}
+		c := &TLSConn{raw: byteConn{r: bytes.NewReader(stream)}, small: make([]byte, idleReadBufLen)}
 		if err := c.in.setSecret(tls.TLS_AES_128_GCM_SHA256, fuzzSecret); err != nil {
 			t.Fatal(err)
 		}
@@ -78,18 +92,28 @@ func FuzzTLSConnRead(f *testing.F) {
 			t.Fatal(err)
 		}
 		sizes := []int{1, 9, 100, 16 << 10, 17 << 10, 64 << 10}
+		var got []byte
 		for i := 0; ; i++ {
 			p := make([]byte, sizes[i%len(sizes)])
 			n, err := c.Read(p)
 			if n > len(p) || n < 0 {
 				t.Fatalf("read %d into %d bytes", n, len(p))
 			}
+			got = append(got, p[:n]...)
 			if err != nil {
 				break
 			}
 			if i > len(stream)+10 {
 				t.Fatal("reads go on past the input")
 			}
+		}
+		// Whatever was read is what the peer sealed as application data,
+		// in order (the reader may stop early, at a record it refuses).
+		if data[0] == 0 && !bytes.HasPrefix(appData, got) {
+			t.Fatalf("read %q, the peer sent %q", got, appData)
+		}
+		if data[0] == 1 && len(got) > 0 {
+			t.Fatalf("read %q from records not sealed with the key", got)
 		}
 	})
 }

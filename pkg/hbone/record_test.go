@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -101,9 +102,8 @@ func goTLSServer(t *testing.T, raw net.Conn, cfg *tls.Config) <-chan *tls.Conn {
 	return ch
 }
 
-// Our client against crypto/tls's server, which (with no client
-// certificate asked for) sends a session ticket right behind its Finished:
-// the ticket must be read and ignored, and records must match both ways.
+// Our client against crypto/tls's server, with and without a client
+// certificate: records must match both ways.
 func TestTLSClientInteropWithCryptoTLS(t *testing.T) {
 	cli, srv := tlsPair(t)
 	for _, tc := range []struct {
@@ -112,7 +112,7 @@ func TestTLSClientInteropWithCryptoTLS(t *testing.T) {
 		suite      uint16
 	}{
 		{"mutual TLS", true, 0},
-		{"server auth only, ticket in the first flight", false, 0},
+		{"server auth only", false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := srv.Clone()
@@ -262,38 +262,202 @@ func TestTLSConnEnd(t *testing.T) {
 	}
 }
 
-// A record altered on the wire fails the connection.
+// sealedBy returns records s would send, sealed but not sent.
+func sealedBy(t *testing.T, s *TLSConn, typ byte, contents ...[]byte) []byte {
+	t.Helper()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.holds++ // gather, do not write
+	defer func() { s.holds-- }()
+	for _, content := range contents {
+		if err := s.sealLocked(typ, content, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := append([]byte(nil), *s.obuf...)
+	*s.obuf = (*s.obuf)[:0]
+	return out
+}
+
+// A record altered on the wire, in its header or its body, or replayed,
+// fails the connection with nothing of it read, and Close tells the peer
+// why with a fatal alert instead of close_notify.
 func TestTamperedRecord(t *testing.T) {
-	cli, srv := tlsPair(t)
-	a, b := tcpPair(t)
-	peerc := goTLSServer(t, b, srv)
-	c, err := TLSClient(context.Background(), a, cli)
-	if err != nil {
+	for _, tc := range []struct {
+		name  string
+		alter func(recs []byte) []byte
+	}{
+		{"tag", func(r []byte) []byte { r[len(r)-1] ^= 1; return r }},
+		{"ciphertext", func(r []byte) []byte { r[recordHeaderLen] ^= 0x80; return r }},
+		{"header", func(r []byte) []byte { r[1] ^= 1; return r }}, // legacy version, authenticated as AAD
+		{"replayed", func(r []byte) []byte { return append(r, r...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := ourPair(t)
+			recs := tc.alter(sealedBy(t, s, typeAppData, []byte("hello")))
+			if tc.name == "replayed" {
+				// The first copy is read; the second must not be.
+				if _, err := s.raw.Write(recs); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, 5)
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+					t.Fatalf("first copy: %q, %v", buf, err)
+				}
+			} else if _, err := s.raw.Write(recs); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 100)
+			n, err := c.Read(buf)
+			if n != 0 || err == nil || !strings.Contains(err.Error(), "authentication") {
+				t.Fatalf("read %d bytes, %v; want none and an authentication failure", n, err)
+			}
+			c.Close()
+			_, err = io.ReadAll(s)
+			if !errors.Is(err, alertError(alertBadMAC)) {
+				t.Fatalf("peer read %v after the close, want alert bad_record_mac", err)
+			}
+		})
+	}
+}
+
+// Post-handshake messages a peer may send: tickets (read and ignored, even
+// split across records) and key updates (applied; answered when asked).
+func TestPostHandshakeMessages(t *testing.T) {
+	t.Run("ticket split across records", func(t *testing.T) {
+		c, s := ourPair(t)
+		ticket := []byte{hsNewTicket, 0, 0, 10, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0}
+		ticket = ticket[:4+10]
+		recs := sealedBy(t, s, typeHandshake, ticket[:3], ticket[3:9], ticket[9:])
+		recs = append(recs, sealedBy(t, s, typeAppData, []byte("after"))...)
+		if _, err := s.raw.Write(recs); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "after" {
+			t.Fatalf("got %q, %v", buf, err)
+		}
+	})
+	t.Run("ticket to a server", func(t *testing.T) {
+		c, s := ourPair(t)
+		if _, err := c.raw.Write(sealedBy(t, c, typeHandshake, []byte{hsNewTicket, 0, 0, 0})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "unexpected TLS handshake message") {
+			t.Fatalf("server read %v", err)
+		}
+	})
+	t.Run("key update not last in its record", func(t *testing.T) {
+		c, s := ourPair(t)
+		msg := []byte{hsKeyUpdate, 0, 0, 1, 0, hsKeyUpdate, 0, 0, 1, 0}
+		if _, err := s.raw.Write(sealedBy(t, s, typeHandshake, msg)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "not at the end") {
+			t.Fatalf("read %v", err)
+		}
+	})
+	t.Run("we answer an update the peer asks for", func(t *testing.T) {
+		c, s := ourPair(t)
+		cOut, sIn := c.out.secret, s.in.secret
+		if err := s.writeKeyUpdate(true); err != nil {
+			t.Fatal(err)
+		}
+		xyExchange(t, s, c) // c reads the request before "x", answers before "y"
+		exchange(t, c, s, 1<<20)
+		c.wmu.Lock()
+		changed := !bytes.Equal(cOut, c.out.secret)
+		c.wmu.Unlock()
+		s.rmu.Lock()
+		followed := !bytes.Equal(sIn, s.in.secret)
+		s.rmu.Unlock()
+		if !changed || !followed {
+			t.Fatalf("our write key changed %v, the peer's read key followed %v", changed, followed)
+		}
+	})
+	t.Run("update requests while our writer is stuck start one answer", func(t *testing.T) {
+		c, s := ourPair(t)
+		var recs []byte
+		for range maxUseless {
+			recs = append(recs, sealedBy(t, s, typeHandshake, []byte{hsKeyUpdate, 0, 0, 1, 1})...)
+			if err := s.out.update(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		recs = append(recs, sealedBy(t, s, typeAppData, []byte("x"))...)
+		c.wmu.Lock() // as a writer blocked on a peer that does not read
+		before := runtime.NumGoroutine()
+		if _, err := s.raw.Write(recs); err != nil {
+			c.wmu.Unlock()
+			t.Fatal(err)
+		}
+		_, err := io.ReadFull(c, make([]byte, 1))
+		after := runtime.NumGoroutine()
+		c.wmu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after > before+2 {
+			t.Fatalf("%d goroutines after %d update requests, %d before", after, maxUseless, before)
+		}
+	})
+	t.Run("a flood of records without data is refused", func(t *testing.T) {
+		c, s := ourPair(t)
+		var recs []byte
+		for range maxUseless + 1 {
+			recs = append(recs, sealedBy(t, s, typeAppData, nil)...)
+		}
+		if _, err := s.raw.Write(recs); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.Read(make([]byte, 1))
+		if err == nil || !strings.Contains(err.Error(), "too many TLS records without application data") {
+			t.Fatalf("read %v", err)
+		}
+	})
+}
+
+// A read deadline ends a Read, not the connection: once it is lifted,
+// reading goes on where it stopped, even inside a record.
+func TestReadDeadlineIsNotTheEnd(t *testing.T) {
+	c, s := ourPair(t)
+	recs := sealedBy(t, s, typeAppData, []byte("late"))
+	if _, err := s.raw.Write(recs[:7]); err != nil {
 		t.Fatal(err)
 	}
-	peer := <-peerc
-	if peer == nil {
-		t.FailNow()
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 4)); !isTimeout(err) {
+		t.Fatalf("read %v, want a timeout", err)
 	}
-	// Write a record through crypto/tls into a buffer, flip a bit, and
-	// send that on the raw socket.
-	var rec bytes.Buffer
-	_ = peer.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	go func() { _, _ = peer.Write([]byte("hello")) }()
-	buf := make([]byte, 64)
-	n, err := c.raw.(*net.TCPConn).Read(buf) // steal the record from under c
-	if err != nil {
+	_ = c.SetReadDeadline(time.Time{})
+	if _, err := s.raw.Write(recs[7:]); err != nil {
 		t.Fatal(err)
 	}
-	rec.Write(buf[:n])
-	altered := rec.Bytes()
-	altered[len(altered)-1] ^= 1
-	if c.rbuf == nil {
-		c.rbuf = recordReadBufs.Get().(*[]byte)
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "late" {
+		t.Fatalf("after the deadline: %q, %v", buf, err)
 	}
-	c.roff, c.rend = 0, copy(*c.rbuf, altered)
-	if _, err := c.Read(make([]byte, 10)); err == nil || !strings.Contains(err.Error(), "authentication") {
-		t.Fatalf("tampered record read: %v", err)
+}
+
+// An idle connection, waiting in Read, holds no large read buffer, even
+// after a bulk transfer: only its 4 KiB one.
+func TestIdleConnectionHoldsNoLargeBuffer(t *testing.T) {
+	base := largeReadBufs.Load()
+	var conns []*TLSConn
+	for range 10 {
+		c, s := ourPair(t)
+		exchange(t, c, s, 1<<20)
+		conns = append(conns, c, s)
+	}
+	for _, c := range conns {
+		go func() { _, _ = c.Read(make([]byte, 64<<10)) }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for largeReadBufs.Load() > base {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d large read buffers held by 20 idle connections", largeReadBufs.Load()-base)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -330,13 +494,18 @@ func TestCipherSuitesWithCryptoTLS(t *testing.T) {
 		t.Fatalf("negotiated %s, want %s", tls.CipherSuiteName(got), tls.CipherSuiteName(want))
 	}
 	exchange(t, c, peer, 1<<20)
+	c.rmu.Lock()
 	before := c.in.secret
+	c.rmu.Unlock()
 	if err := c.writeKeyUpdate(true); err != nil {
 		t.Fatal(err)
 	}
 	xyExchange(t, c, peer)
 	exchange(t, c, peer, 1<<20)
-	if bytes.Equal(before, c.in.secret) {
+	c.rmu.Lock()
+	after := c.in.secret
+	c.rmu.Unlock()
+	if bytes.Equal(before, after) {
 		t.Fatal("the peer did not answer with a key update of its own")
 	}
 }

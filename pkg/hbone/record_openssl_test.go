@@ -1,0 +1,172 @@
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ambient-mesh/mesh/pkg/spiffe"
+	"github.com/ambient-mesh/mesh/pkg/spiffe/spiffetest"
+)
+
+// lockedBuffer collects a process's output for polling.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestOpenSSLInterop checks our server's records against another TLS 1.3
+// stack, OpenSSL's s_client, in every TLS 1.3 suite: AES-256-GCM with its
+// SHA-384 secrets (which crypto/tls never picks against itself here)
+// included. Each side asks the other for a key update, which must be
+// answered, and the connection ends with close_notify.
+func TestOpenSSLInterop(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl not found: make deps installs it")
+	}
+	ca := spiffetest.NewCA(t)
+	td := "cluster.local"
+	srvCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "server"}, time.Hour)
+	cliCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "client"}, time.Hour)
+	dir := t.TempDir()
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cliCert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cliCert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := &tls.Config{
+		Certificates: []tls.Certificate{srvCert},
+		ClientAuth:   tls.RequireAnyClientCert,
+		NextProtos:   []string{"h2"},
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := spiffe.VerifyPeer(raw, ca.Pool, td)
+			return err
+		},
+	}
+	for _, suite := range []uint16{tls.TLS_AES_256_GCM_SHA384, tls.TLS_AES_128_GCM_SHA256, tls.TLS_CHACHA20_POLY1305_SHA256} {
+		name := tls.CipherSuiteName(suite)
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, openssl, "s_client", "-connect", ln.Addr().String(), "-tls1_3",
+				"-ciphersuites", name, "-alpn", "h2", "-cert", certFile, "-key", keyFile, "-no_ign_eof")
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out lockedBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { stdin.Close(); _ = cmd.Wait() }()
+			waitFor := func(s string) {
+				t.Helper()
+				deadline := time.Now().Add(20 * time.Second)
+				for !strings.Contains(out.String(), s) {
+					if time.Now().After(deadline) {
+						t.Fatalf("no %q from openssl; it printed:\n%s", s, out.String())
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+
+			raw, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := TLSServer(ctx, raw, srv)
+			if err != nil {
+				raw.Close()
+				t.Fatalf("handshake: %v\n%s", err, out.String())
+			}
+			defer c.Close()
+			if got := c.ConnectionState().CipherSuite; got != suite {
+				t.Fatalf("negotiated %s", tls.CipherSuiteName(got))
+			}
+			inSecret, outSecret := c.in.secret, c.out.secret
+			readLine := func(want string) {
+				t.Helper()
+				buf := make([]byte, len(want))
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != want {
+					t.Fatalf("read %q, %v; want %q\nopenssl printed:\n%s", buf, err, want, out.String())
+				}
+			}
+
+			// We ask for an update; OpenSSL's answer comes before "more".
+			if _, err := io.WriteString(stdin, "ping\n"); err != nil {
+				t.Fatal(err)
+			}
+			readLine("ping\n")
+			if err := c.writeKeyUpdate(true); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write([]byte("pong\n")); err != nil {
+				t.Fatal(err)
+			}
+			waitFor("pong")
+			// OpenSSL asks for one ("K"); ours goes out before "done".
+			if _, err := io.WriteString(stdin, "K\n"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor("KEYUPDATE") // s_client takes a command line alone
+			if _, err := io.WriteString(stdin, "more\n"); err != nil {
+				t.Fatal(err)
+			}
+			readLine("more\n")
+			if _, err := c.Write([]byte("done\n")); err != nil {
+				t.Fatal(err)
+			}
+			waitFor("done")
+			c.rmu.Lock()
+			readUpdated := !bytes.Equal(inSecret, c.in.secret)
+			c.rmu.Unlock()
+			c.wmu.Lock()
+			writeUpdated := !bytes.Equal(outSecret, c.out.secret)
+			c.wmu.Unlock()
+			if !readUpdated || !writeUpdated {
+				t.Fatalf("read key updated %v, write key updated %v\n%s", readUpdated, writeUpdated, out.String())
+			}
+			// Our close_notify ends OpenSSL's session cleanly.
+			c.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("openssl: %v\n%s", err, out.String())
+			}
+		})
+	}
+}
