@@ -18,6 +18,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -50,7 +51,6 @@ type TLSConn struct {
 	rbuf  *[]byte // raw bytes from the socket: rbuf[roff:rend] unread
 	roff  int
 	rend  int
-	small []byte // what an idle connection reads into (rbuf is then &small)
 	plain []byte // opened application data not yet returned
 	hmsg  []byte // a post-handshake message split across records
 	// useless counts the records since the last application data that
@@ -80,7 +80,6 @@ const (
 	tagLen           = 16
 	fullRecordLen    = recordHeaderLen + maxPlaintext + 1 + tagLen
 	recordReadBufLen = 16 * fullRecordLen
-	idleReadBufLen   = 4 << 10
 	maxUseless       = 16
 
 	typeAlert       = 21
@@ -116,8 +115,8 @@ var keyUpdateAfter uint64 = 1 << 24
 
 var recordReadBufs = sync.Pool{New: func() any { b := make([]byte, recordReadBufLen); return &b }}
 
-// largeReadBufs counts the large read buffers connections hold.
-var largeReadBufs atomic.Int64
+// readBufsHeld counts the read buffers connections hold.
+var readBufsHeld atomic.Int64
 
 // recordKeys is one direction's traffic protection.
 type recordKeys struct {
@@ -311,10 +310,9 @@ func handshake(ctx context.Context, raw net.Conn, base *tls.Config, server bool)
 	// have been read from the socket.
 	if len(hc.buf) > 0 {
 		c.rbuf = recordReadBufs.Get().(*[]byte)
-		largeReadBufs.Add(1)
+		readBufsHeld.Add(1)
 		c.rend = copy(*c.rbuf, hc.buf)
 	}
-	c.small = make([]byte, idleReadBufLen)
 	return c, nil
 }
 
@@ -428,6 +426,10 @@ func (c *TLSConn) Read(p []byte) (int, error) {
 		if len(c.plain) > 0 {
 			k := copy(p[n:], c.plain)
 			c.plain = c.plain[k:]
+			if len(c.plain) == 0 {
+				// An empty slice still holds the buffer it points into.
+				c.plain = nil
+			}
 			n += k
 			continue
 		}
@@ -505,21 +507,18 @@ func (c *TLSConn) nextRecord(block bool) ([]byte, error) {
 	}
 }
 
-// fill reads more from the socket, keeping any partial record. A read
-// with nothing pending, such as the one an idle connection waits in, goes
-// to the connection's small buffer; one that has to complete a record
-// moves to a large pooled buffer, which is given back once drained.
+// fill reads more from the socket, keeping any partial record. With
+// nothing pending, such as when the connection is idle, it first waits for
+// the socket to have bytes holding no buffer, then takes one from the pool;
+// the buffer goes back once drained.
 func (c *TLSConn) fill() error {
 	if c.rbuf == nil {
-		c.rbuf = &c.small
+		if err := c.waitReadable(); err != nil {
+			return err
+		}
+		c.rbuf = recordReadBufs.Get().(*[]byte)
+		readBufsHeld.Add(1)
 		c.roff, c.rend = 0, 0
-	}
-	if c.rbuf == &c.small && c.rend > c.roff {
-		big := recordReadBufs.Get().(*[]byte)
-		largeReadBufs.Add(1)
-		c.rend = copy(*big, c.small[c.roff:c.rend])
-		c.roff = 0
-		c.rbuf = big
 	}
 	b := *c.rbuf
 	if c.roff > 0 {
@@ -541,15 +540,38 @@ func (c *TLSConn) fill() error {
 	return err
 }
 
-// releaseReadBufLocked gives a large read buffer back when it holds
-// nothing unread, or nothing that will be read, so that an idle connection
-// keeps only its small one.
+// waitReadable returns once the socket has bytes to read (or an error or
+// end to report). Waiting is safe only after a read found nothing, so it
+// peeks first, as a read would try; a socket that cannot be polled is
+// read straight away.
+func (c *TLSConn) waitReadable() error {
+	sc, ok := c.raw.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	peeked := false
+	return rc.Read(func(fd uintptr) bool {
+		if peeked {
+			return true // woken by the poller: the read follows
+		}
+		peeked = true
+		var b [1]byte
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN
+	})
+}
+
+// releaseReadBufLocked gives the read buffer back when it holds nothing
+// unread, or nothing that will be read, so that an idle connection keeps
+// none.
 func (c *TLSConn) releaseReadBufLocked() {
 	if c.rbuf != nil && (c.roff == c.rend || c.rerr != nil) && len(c.plain) == 0 {
-		if c.rbuf != &c.small {
-			recordReadBufs.Put(c.rbuf)
-			largeReadBufs.Add(-1)
-		}
+		recordReadBufs.Put(c.rbuf)
+		readBufsHeld.Add(-1)
 		c.rbuf = nil
 		c.roff, c.rend = 0, 0
 	}

@@ -439,10 +439,10 @@ func TestReadDeadlineIsNotTheEnd(t *testing.T) {
 	}
 }
 
-// An idle connection, waiting in Read, holds no large read buffer, even
-// after a bulk transfer: only its 4 KiB one.
-func TestIdleConnectionHoldsNoLargeBuffer(t *testing.T) {
-	base := largeReadBufs.Load()
+// An idle connection, waiting in Read, holds no read buffer, even after a
+// bulk transfer.
+func TestIdleConnectionHoldsNoReadBuffer(t *testing.T) {
+	base := readBufsHeld.Load()
 	var conns []*TLSConn
 	for range 10 {
 		c, s := ourPair(t)
@@ -453,9 +453,9 @@ func TestIdleConnectionHoldsNoLargeBuffer(t *testing.T) {
 		go func() { _, _ = c.Read(make([]byte, 64<<10)) }()
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for largeReadBufs.Load() > base {
+	for readBufsHeld.Load() > base {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d large read buffers held by 20 idle connections", largeReadBufs.Load()-base)
+			t.Fatalf("%d read buffers held by 20 idle connections", readBufsHeld.Load()-base)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
