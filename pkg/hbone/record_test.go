@@ -225,19 +225,42 @@ func TestKeyUpdateWithCryptoTLS(t *testing.T) {
 }
 
 // Our side moves to a new key by itself after keyUpdateAfter records,
-// and the other side follows.
+// and the other side follows: our own and crypto/tls.
 func TestKeyUpdateByRecordCount(t *testing.T) {
 	old := keyUpdateAfter
 	keyUpdateAfter = 3
 	t.Cleanup(func() { keyUpdateAfter = old })
-	c, s := ourPair(t)
-	exchange(t, c, s, 1<<20)
-	c.wmu.Lock()
-	seq := c.out.seq
-	c.wmu.Unlock()
-	if seq > 3 {
-		t.Fatalf("write sequence %d, want at most 3", seq)
+	check := func(t *testing.T, c *TLSConn, first []byte) {
+		c.wmu.Lock()
+		seq, secret := c.out.seq, c.out.secret
+		c.wmu.Unlock()
+		if seq > 3 || bytes.Equal(secret, first) {
+			t.Fatalf("write sequence %d, key changed %v; want at most 3 records per key", seq, !bytes.Equal(secret, first))
+		}
 	}
+	t.Run("ours", func(t *testing.T) {
+		c, s := ourPair(t)
+		first := c.out.secret
+		exchange(t, c, s, 1<<20)
+		check(t, c, first)
+	})
+	t.Run("crypto/tls", func(t *testing.T) {
+		cli, srv := tlsPair(t)
+		a, b := tcpPair(t)
+		peerc := goTLSServer(t, b, srv)
+		c, err := TLSClient(context.Background(), a, cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer := <-peerc
+		if peer == nil {
+			t.FailNow()
+		}
+		first := c.out.secret
+		// 1 MiB is 64 records: about 20 key updates crypto/tls must apply.
+		exchange(t, c, peer, 1<<20)
+		check(t, c, first)
+	})
 }
 
 // close_notify ends the peer's reads with io.EOF; a connection cut
