@@ -35,9 +35,10 @@ type Env struct {
 	// the direct path, and the final target of every other.
 	ServerAddr netip.AddrPort
 
-	log      *slog.Logger
-	exe      string
-	nextPort atomic.Uint32
+	log        *slog.Logger
+	exe        string
+	nextPort   atomic.Uint32
+	ztunnelEnv []string
 }
 
 // EnvOptions configure NewEnv.
@@ -45,6 +46,8 @@ type EnvOptions struct {
 	// Prefix names every namespace the run creates; DefaultPrefix if empty.
 	Prefix string
 	Log    *slog.Logger
+	// ZtunnelEnv is added to the ztunnels' environment (KEY=VALUE).
+	ZtunnelEnv []string
 }
 
 // NewEnv builds the topology, the CA and the server. Close undoes it all,
@@ -60,7 +63,7 @@ func NewEnv(ctx context.Context, opts EnvOptions) (_ *Env, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("find own binary: %w", err)
 	}
-	e := &Env{log: opts.Log, exe: exe}
+	e := &Env{log: opts.Log, exe: exe, ztunnelEnv: opts.ZtunnelEnv}
 	e.nextPort.Store(firstProxyPort)
 	defer func() {
 		if err != nil {

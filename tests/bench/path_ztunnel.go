@@ -49,6 +49,7 @@ func (p *ztunnelPath) Start(ctx context.Context, env *Env) (_ Endpoint, err erro
 		Topology: env.Topo.Topology,
 		Dir:      p.dir,
 		Ztunnel:  bin,
+		Env:      env.ztunnelEnv,
 		Pods: []meshlab.PodSpec{
 			{Name: "client", Node: 1, Mesh: true},
 			{Name: "server", Node: 2, Mesh: true},

@@ -199,6 +199,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "throughput: 1 and %d streams of 256 KiB writes, %s after %s warm-up\n", c.Streams, c.Duration, c.Warmup)
 	fmt.Fprintf(&b, "rtt: %d 1-byte ping-pongs on one connection\n", c.RTTIters)
+	if len(c.ZtunnelEnv) > 0 {
+		fmt.Fprintf(&b, "ztunnels run with %s (the other paths' processes without)\n", strings.Join(c.ZtunnelEnv, " "))
+	}
 	fmt.Fprintf(&b, "req: %d/s open loop (latency from scheduled send), %d B each way, %d connections, %s after %s warm-up\n\n",
 		c.Rate, c.Size, c.Conns, c.Duration, c.Warmup)
 

@@ -26,6 +26,10 @@ type Config struct {
 	Conns    int           `json:"conns"`       // request connection pool
 	Size     int           `json:"size"`        // request and response bytes
 
+	// ZtunnelEnv is added to the ztunnels' environment, such as
+	// GOMAXPROCS=1; the other paths' processes keep netbench's.
+	ZtunnelEnv []string `json:"ztunnel_env,omitempty"`
+
 	Prefix string       `json:"-"` // namespace prefix; DefaultPrefix if empty
 	Log    *slog.Logger `json:"-"`
 }
@@ -87,7 +91,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 func run(ctx context.Context, cfg Config) (_ *Report, err error) {
 	started := time.Now()
-	env, err := NewEnv(ctx, EnvOptions{Prefix: cfg.Prefix, Log: cfg.Log})
+	env, err := NewEnv(ctx, EnvOptions{Prefix: cfg.Prefix, Log: cfg.Log, ZtunnelEnv: cfg.ZtunnelEnv})
 	if err != nil {
 		return nil, err
 	}

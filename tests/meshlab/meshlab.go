@@ -65,6 +65,9 @@ type Options struct {
 	// CATTL, if set, is the validity of every workload certificate the CA
 	// issues (controlplane.Server.SetCATTL), from the ztunnels' first fetch.
 	CATTL time.Duration
+	// Env is added to the ztunnels' environment (KEY=VALUE), such as
+	// GOMAXPROCS=1.
+	Env []string
 }
 
 // Mesh is a running test mesh.
@@ -362,6 +365,7 @@ func (m *Mesh) StartZtunnel(ctx context.Context, n int) error {
 		"--termination-drain-duration", "5s",
 	}, m.opts.Args...)
 	cmd := exec.Command(m.opts.Ztunnel, args...)
+	cmd.Env = append(os.Environ(), m.opts.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := netlab.StartInNetns(node.NS.Path(), cmd); err != nil {
 		return fmt.Errorf("start ztunnel on node%d: %w", n, err)

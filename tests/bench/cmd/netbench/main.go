@@ -36,11 +36,21 @@ func main() {
 	flag.IntVar(&cfg.Rate, "rate", cfg.Rate, "requests per second of the request run (open loop)")
 	flag.IntVar(&cfg.Conns, "conns", cfg.Conns, "persistent connections of the request run")
 	flag.IntVar(&cfg.Size, "size", cfg.Size, "request and response size in bytes")
+	ztEnv := flag.String("ztunnel-env", "", "comma-separated KEY=VALUE added to the ztunnels' environment only, e.g. GOMAXPROCS=1")
 	jsonOut := flag.Bool("json", false, "print the report as JSON instead of a table")
 	verbose := flag.Bool("v", false, "log progress to stderr")
 	cleanStale := flag.Bool("clean-stale", false, "first remove namespaces and files left by killed netbench runs")
 	flag.Parse()
 	cfg.Paths = strings.Split(*paths, ",")
+	if *ztEnv != "" {
+		for _, kv := range strings.Split(*ztEnv, ",") {
+			if !strings.Contains(kv, "=") {
+				fmt.Fprintf(os.Stderr, "netbench: -ztunnel-env %q: want KEY=VALUE\n", kv)
+				os.Exit(2)
+			}
+			cfg.ZtunnelEnv = append(cfg.ZtunnelEnv, kv)
+		}
+	}
 
 	level := slog.LevelWarn
 	if *verbose {
