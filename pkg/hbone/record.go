@@ -57,6 +57,7 @@ type TLSConn struct {
 	// carried none (key updates, tickets, empty records), which a peer
 	// could otherwise send without end.
 	useless int
+	tickets int // session tickets from the peer, ignored
 	rerr    error
 	fatal   atomic.Uint32 // the alert Close sends instead of close_notify
 
@@ -662,6 +663,7 @@ func (c *TLSConn) handshakeMessages(b []byte) error {
 		switch {
 		case typ == hsNewTicket && !c.server:
 			// Resumption is not used: ignore.
+			c.tickets++
 		case typ == hsKeyUpdate:
 			if l != 1 || body[0] > 1 {
 				return refuse(alertDecode, "malformed TLS KeyUpdate")

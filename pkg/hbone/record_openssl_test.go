@@ -38,6 +38,24 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// writePEM writes a certificate and its key for openssl.
+func writePEM(t *testing.T, c tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
 // TestOpenSSLInterop checks our server's records against another TLS 1.3
 // stack, OpenSSL's s_client, in every TLS 1.3 suite: AES-256-GCM with its
 // SHA-384 secrets (which crypto/tls never picks against itself here)
@@ -52,18 +70,7 @@ func TestOpenSSLInterop(t *testing.T) {
 	td := "cluster.local"
 	srvCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "server"}, time.Hour)
 	cliCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "client"}, time.Hour)
-	dir := t.TempDir()
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cliCert.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cliCert.Certificate[0]}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	certFile, keyFile := writePEM(t, cliCert)
 	srv := &tls.Config{
 		Certificates: []tls.Certificate{srvCert},
 		ClientAuth:   tls.RequireAnyClientCert,
@@ -166,6 +173,105 @@ func TestOpenSSLInterop(t *testing.T) {
 			c.Close()
 			if err := cmd.Wait(); err != nil {
 				t.Fatalf("openssl: %v\n%s", err, out.String())
+			}
+		})
+	}
+}
+
+// TestOpenSSLServerInterop checks our client's records against OpenSSL's
+// s_server, which sends two session tickets after the handshake (read and
+// ignored here) and echoes lines reversed, in every TLS 1.3 suite; our key
+// update request is answered.
+func TestOpenSSLServerInterop(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl not found: make deps installs it")
+	}
+	ca := spiffetest.NewCA(t)
+	td := "cluster.local"
+	srvCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "server"}, time.Hour)
+	cliCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "client"}, time.Hour)
+	certFile, keyFile := writePEM(t, srvCert)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli := &tls.Config{
+		Certificates:       []tls.Certificate{cliCert},
+		InsecureSkipVerify: true, // identity is checked by URI SAN below
+		NextProtos:         []string{"h2"},
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			_, err := spiffe.VerifyPeer(raw, ca.Pool, td)
+			return err
+		},
+	}
+	for _, suite := range []uint16{tls.TLS_AES_256_GCM_SHA384, tls.TLS_AES_128_GCM_SHA256, tls.TLS_CHACHA20_POLY1305_SHA256} {
+		name := tls.CipherSuiteName(suite)
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			// A free port, then s_server on it; the dial below retries
+			// until it listens.
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := ln.Addr().String()
+			ln.Close()
+			cmd := exec.CommandContext(ctx, openssl, "s_server", "-accept", addr, "-tls1_3", "-ciphersuites", name,
+				"-alpn", "h2", "-cert", certFile, "-key", keyFile, "-Verify", "1", "-CAfile", caFile, "-rev", "-naccept", "1")
+			var out lockedBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { cancel(); _ = cmd.Wait() }()
+			var raw net.Conn
+			for deadline := time.Now().Add(20 * time.Second); ; {
+				if raw, err = net.Dial("tcp", addr); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("s_server did not listen: %v\n%s", err, out.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			c, err := TLSClient(ctx, raw, cli)
+			if err != nil {
+				raw.Close()
+				t.Fatalf("handshake: %v\n%s", err, out.String())
+			}
+			defer c.Close()
+			if got := c.ConnectionState().CipherSuite; got != suite {
+				t.Fatalf("negotiated %s", tls.CipherSuiteName(got))
+			}
+			inSecret := c.in.secret
+			echo := func(line, want string) {
+				t.Helper()
+				if _, err := c.Write([]byte(line)); err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, len(want))
+				if _, err := io.ReadFull(c, buf); err != nil || string(buf) != want {
+					t.Fatalf("read %q, %v; want %q\nopenssl printed:\n%s", buf, err, want, out.String())
+				}
+			}
+			echo("olleh\n", "hello\n") // the tickets arrive before the answer
+			c.rmu.Lock()
+			tickets := c.tickets
+			c.rmu.Unlock()
+			if tickets == 0 {
+				t.Fatalf("no session ticket from s_server: this test no longer covers them\n%s", out.String())
+			}
+			if err := c.writeKeyUpdate(true); err != nil {
+				t.Fatal(err)
+			}
+			echo("dlrow\n", "world\n")
+			c.rmu.Lock()
+			updated := !bytes.Equal(inSecret, c.in.secret)
+			c.rmu.Unlock()
+			if !updated {
+				t.Fatalf("s_server did not answer our key update request\n%s", out.String())
 			}
 		})
 	}

@@ -360,6 +360,9 @@ func TestPostHandshakeMessages(t *testing.T) {
 		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "after" {
 			t.Fatalf("got %q, %v", buf, err)
 		}
+		if c.tickets != 1 {
+			t.Fatalf("%d tickets seen, want 1", c.tickets)
+		}
 	})
 	t.Run("ticket to a server", func(t *testing.T) {
 		c, s := ourPair(t)
