@@ -28,7 +28,13 @@ import (
 // tlsPair returns client and server TLS configs for mesh identities issued
 // by one test CA, as ztunnels use them: TLS 1.3, ALPN h2, client certs.
 func tlsPair(t testing.TB) (client, server *tls.Config) {
-	ca := spiffetest.NewCA(t)
+	client, server, _ = tlsPairCA(t)
+	return client, server
+}
+
+// tlsPairCA is tlsPair that also returns the CA.
+func tlsPairCA(t testing.TB) (client, server *tls.Config, ca *spiffetest.CA) {
+	ca = spiffetest.NewCA(t)
 	td := "cluster.local"
 	srvCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "server"}, time.Hour)
 	cliCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "client"}, time.Hour)
@@ -50,7 +56,7 @@ func tlsPair(t testing.TB) (client, server *tls.Config) {
 		NextProtos:         []string{"h2"},
 	}
 	client.VerifyPeerCertificate = verify
-	return client, server
+	return client, server, ca
 }
 
 // listen serves HBONE with handle on a loopback TLS listener, over

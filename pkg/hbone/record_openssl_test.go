@@ -15,9 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/ambient-mesh/mesh/pkg/spiffe"
-	"github.com/ambient-mesh/mesh/pkg/spiffe/spiffetest"
 )
 
 // lockedBuffer collects a process's output for polling.
@@ -36,6 +33,16 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// opensslBinary finds openssl, which make deps installs.
+func opensslBinary(t *testing.T) string {
+	t.Helper()
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl not found: make deps installs it")
+	}
+	return openssl
 }
 
 // writePEM writes a certificate and its key for openssl.
@@ -62,24 +69,9 @@ func writePEM(t *testing.T, c tls.Certificate) (certFile, keyFile string) {
 // included. Each side asks the other for a key update, which must be
 // answered, and the connection ends with close_notify.
 func TestOpenSSLInterop(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Fatal("openssl not found: make deps installs it")
-	}
-	ca := spiffetest.NewCA(t)
-	td := "cluster.local"
-	srvCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "server"}, time.Hour)
-	cliCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "client"}, time.Hour)
-	certFile, keyFile := writePEM(t, cliCert)
-	srv := &tls.Config{
-		Certificates: []tls.Certificate{srvCert},
-		ClientAuth:   tls.RequireAnyClientCert,
-		NextProtos:   []string{"h2"},
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			_, err := spiffe.VerifyPeer(raw, ca.Pool, td)
-			return err
-		},
-	}
+	openssl := opensslBinary(t)
+	cli, srv := tlsPair(t)
+	certFile, keyFile := writePEM(t, cli.Certificates[0])
 	for _, suite := range []uint16{tls.TLS_AES_256_GCM_SHA384, tls.TLS_AES_128_GCM_SHA256, tls.TLS_CHACHA20_POLY1305_SHA256} {
 		name := tls.CipherSuiteName(suite)
 		t.Run(name, func(t *testing.T) {
@@ -183,27 +175,12 @@ func TestOpenSSLInterop(t *testing.T) {
 // ignored here) and echoes lines reversed, in every TLS 1.3 suite; our key
 // update request is answered.
 func TestOpenSSLServerInterop(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Fatal("openssl not found: make deps installs it")
-	}
-	ca := spiffetest.NewCA(t)
-	td := "cluster.local"
-	srvCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "server"}, time.Hour)
-	cliCert := ca.Issue(t, spiffe.Identity{TrustDomain: td, Namespace: "ns", ServiceAccount: "client"}, time.Hour)
-	certFile, keyFile := writePEM(t, srvCert)
+	openssl := opensslBinary(t)
+	cli, srv, ca := tlsPairCA(t)
+	certFile, keyFile := writePEM(t, srv.Certificates[0])
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600); err != nil {
 		t.Fatal(err)
-	}
-	cli := &tls.Config{
-		Certificates:       []tls.Certificate{cliCert},
-		InsecureSkipVerify: true, // identity is checked by URI SAN below
-		NextProtos:         []string{"h2"},
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			_, err := spiffe.VerifyPeer(raw, ca.Pool, td)
-			return err
-		},
 	}
 	for _, suite := range []uint16{tls.TLS_AES_256_GCM_SHA384, tls.TLS_AES_128_GCM_SHA256, tls.TLS_CHACHA20_POLY1305_SHA256} {
 		name := tls.CipherSuiteName(suite)

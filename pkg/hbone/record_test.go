@@ -86,20 +86,30 @@ func exchange(t *testing.T, a, b net.Conn, size int) {
 	}
 }
 
-// goTLSServer runs crypto/tls's server on one end, returning the
-// connection once its handshake is done.
-func goTLSServer(t *testing.T, raw net.Conn, cfg *tls.Config) <-chan *tls.Conn {
-	ch := make(chan *tls.Conn, 1)
+// withCryptoTLS connects our client to crypto/tls's server with the
+// given configurations and returns both ends, handshakes done.
+func withCryptoTLS(t *testing.T, cli, srv *tls.Config) (*TLSConn, *tls.Conn) {
+	t.Helper()
+	a, b := tcpPair(t)
+	peerc := make(chan *tls.Conn, 1)
 	go func() {
-		tc := tls.Server(raw, cfg)
+		tc := tls.Server(b, srv)
 		if err := tc.Handshake(); err != nil {
 			t.Error(err)
-			ch <- nil
+			peerc <- nil
 			return
 		}
-		ch <- tc
+		peerc <- tc
 	}()
-	return ch
+	c, err := TLSClient(context.Background(), a, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := <-peerc
+	if peer == nil {
+		t.FailNow()
+	}
+	return c, peer
 }
 
 // Our client against crypto/tls's server, with and without a client
@@ -119,16 +129,7 @@ func TestTLSClientInteropWithCryptoTLS(t *testing.T) {
 			if !tc.clientAuth {
 				s.ClientAuth = tls.NoClientCert
 			}
-			a, b := tcpPair(t)
-			peerc := goTLSServer(t, b, s)
-			c, err := TLSClient(context.Background(), a, cli)
-			if err != nil {
-				t.Fatal(err)
-			}
-			peer := <-peerc
-			if peer == nil {
-				t.FailNow()
-			}
+			c, peer := withCryptoTLS(t, cli, s)
 			if got := c.ConnectionState().NegotiatedProtocol; got != "h2" {
 				t.Fatalf("ALPN %q", got)
 			}
@@ -195,17 +196,15 @@ func ourPair(t *testing.T) (client, server *TLSConn) {
 // own: both directions move to new keys and carry on.
 func TestKeyUpdateWithCryptoTLS(t *testing.T) {
 	cli, srv := tlsPair(t)
-	a, b := tcpPair(t)
-	peerc := goTLSServer(t, b, srv)
-	c, err := TLSClient(context.Background(), a, cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-peerc
-	if peer == nil {
-		t.FailNow()
-	}
+	c, peer := withCryptoTLS(t, cli, srv)
 	exchange(t, c, peer, 100<<10)
+	askKeyUpdate(t, c, peer, 100<<10)
+}
+
+// askKeyUpdate has c ask peer for a key update, then checks that peer
+// answers with its own and that size bytes each way still arrive.
+func askKeyUpdate(t *testing.T, c *TLSConn, peer net.Conn, size int) {
+	t.Helper()
 	c.rmu.Lock()
 	before := c.in.secret
 	c.rmu.Unlock()
@@ -215,7 +214,7 @@ func TestKeyUpdateWithCryptoTLS(t *testing.T) {
 	// The peer reads our KeyUpdate before "x" and answers with its own
 	// before "y".
 	xyExchange(t, c, peer)
-	exchange(t, c, peer, 100<<10)
+	exchange(t, c, peer, size)
 	c.rmu.Lock()
 	after := c.in.secret
 	c.rmu.Unlock()
@@ -246,16 +245,7 @@ func TestKeyUpdateByRecordCount(t *testing.T) {
 	})
 	t.Run("crypto/tls", func(t *testing.T) {
 		cli, srv := tlsPair(t)
-		a, b := tcpPair(t)
-		peerc := goTLSServer(t, b, srv)
-		c, err := TLSClient(context.Background(), a, cli)
-		if err != nil {
-			t.Fatal(err)
-		}
-		peer := <-peerc
-		if peer == nil {
-			t.FailNow()
-		}
+		c, peer := withCryptoTLS(t, cli, srv)
 		first := c.out.secret
 		// 1 MiB is 64 records: about 20 key updates crypto/tls must apply.
 		exchange(t, c, peer, 1<<20)
@@ -506,34 +496,12 @@ func TestCipherSuitesWithCryptoTLS(t *testing.T) {
 		})
 	}
 	cli, srv := tlsPair(t)
-	a, b := tcpPair(t)
-	peerc := goTLSServer(t, b, srv)
-	c, err := TLSClient(context.Background(), a, cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-peerc
-	if peer == nil {
-		t.FailNow()
-	}
+	c, peer := withCryptoTLS(t, cli, srv)
 	if got := c.ConnectionState().CipherSuite; got != want {
 		t.Fatalf("negotiated %s, want %s", tls.CipherSuiteName(got), tls.CipherSuiteName(want))
 	}
 	exchange(t, c, peer, 1<<20)
-	c.rmu.Lock()
-	before := c.in.secret
-	c.rmu.Unlock()
-	if err := c.writeKeyUpdate(true); err != nil {
-		t.Fatal(err)
-	}
-	xyExchange(t, c, peer)
-	exchange(t, c, peer, 1<<20)
-	c.rmu.Lock()
-	after := c.in.secret
-	c.rmu.Unlock()
-	if bytes.Equal(before, after) {
-		t.Fatal("the peer did not answer with a key update of its own")
-	}
+	askKeyUpdate(t, c, peer, 1<<20)
 }
 
 // xyExchange sends "x" from a to b and "y" back.
