@@ -16,6 +16,7 @@ import (
 	"hash"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -83,19 +84,20 @@ const (
 	recordReadBufLen = 16 * fullRecordLen
 	maxUseless       = 16
 
-	typeAlert       = 21
-	alertLevelFatal = 2
-	alertUnexpected = 10
-	alertBadMAC     = 20
-	alertOverflow   = 22
-	alertDecode     = 50
-	typeHandshake   = 22
-	typeAppData     = 23
-	hsNewTicket     = 4
-	hsKeyUpdate     = 24
-	maxPostHSMsg    = 1 << 17
-	alertCloseNotif = 0
-	alertUserCancel = 90
+	typeAlert         = 21
+	alertLevelFatal   = 2
+	alertUnexpected   = 10
+	alertBadMAC       = 20
+	alertOverflow     = 22
+	alertDecode       = 50
+	alertIllegalParam = 47
+	typeHandshake     = 22
+	typeAppData       = 23
+	hsNewTicket       = 4
+	hsKeyUpdate       = 24
+	maxPostHSMsg      = 1 << 17
+	alertCloseNotif   = 0
+	alertUserCancel   = 90
 )
 
 // Write buffers: a 256 KiB DATA frame is 16 full records and a piece, so a
@@ -108,6 +110,10 @@ var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, writeBufSize); 
 // gathered, so that a peer that stopped reading cannot hold a close.
 const closeFlushTimeout = time.Second
 
+// testHookRead, if set, is called before each read from the socket, with
+// whether the read follows a wait for the socket.
+var testHookRead func(c *TLSConn, waited bool)
+
 // keyUpdateAfter is how many records are sealed with one key before a
 // TLSConn moves to the next (a KeyUpdate). RFC 8446 section 5.5 puts the
 // limit for AES-GCM at 2^24.5 full records; this stays well under it.
@@ -115,9 +121,6 @@ const closeFlushTimeout = time.Second
 var keyUpdateAfter uint64 = 1 << 24
 
 var recordReadBufs = sync.Pool{New: func() any { b := make([]byte, recordReadBufLen); return &b }}
-
-// readBufsHeld counts the read buffers connections hold.
-var readBufsHeld atomic.Int64
 
 // recordKeys is one direction's traffic protection.
 type recordKeys struct {
@@ -311,7 +314,6 @@ func handshake(ctx context.Context, raw net.Conn, base *tls.Config, server bool)
 	// have been read from the socket.
 	if len(hc.buf) > 0 {
 		c.rbuf = recordReadBufs.Get().(*[]byte)
-		readBufsHeld.Add(1)
 		c.rend = copy(*c.rbuf, hc.buf)
 	}
 	return c, nil
@@ -408,10 +410,10 @@ func refuse(alert uint8, format string, args ...any) error {
 	return &protocolError{alert: alert, msg: fmt.Sprintf(format, args...)}
 }
 
-// isTimeout reports a deadline's expiry, after which reading may go on.
+// isTimeout reports a deadline's expiry, after which reading may go on
+// (not a connection that timed out, which has ended).
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // Read returns application data. Records wholly inside p are opened
@@ -513,18 +515,25 @@ func (c *TLSConn) nextRecord(block bool) ([]byte, error) {
 // the socket to have bytes holding no buffer, then takes one from the pool;
 // the buffer goes back once drained.
 func (c *TLSConn) fill() error {
+	// A buffer drained by records without data (a ticket, a key update)
+	// goes back before the wait too.
+	c.releaseReadBufLocked()
+	waited := false
 	if c.rbuf == nil {
 		if err := c.waitReadable(); err != nil {
 			return err
 		}
+		waited = true
 		c.rbuf = recordReadBufs.Get().(*[]byte)
-		readBufsHeld.Add(1)
 		c.roff, c.rend = 0, 0
 	}
 	b := *c.rbuf
 	if c.roff > 0 {
 		c.rend = copy(b, b[c.roff:c.rend])
 		c.roff = 0
+	}
+	if testHookRead != nil {
+		testHookRead(c, waited)
 	}
 	n, err := c.raw.Read(b[c.rend:])
 	c.rend += n
@@ -555,15 +564,28 @@ func (c *TLSConn) waitReadable() error {
 		return nil
 	}
 	peeked := false
-	return rc.Read(func(fd uintptr) bool {
+	var peekErr error
+	err = rc.Read(func(fd uintptr) bool {
 		if peeked {
 			return true // woken by the poller: the read follows
 		}
 		peeked = true
 		var b [1]byte
 		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return err != syscall.EAGAIN
+		if err == syscall.EAGAIN {
+			return false
+		}
+		if err != nil && err != syscall.EINTR {
+			// The peek took the socket's error (a reset, say): the
+			// read after it would only see the end.
+			peekErr = err
+		}
+		return true
 	})
+	if err == nil && peekErr != nil {
+		err = &net.OpError{Op: "read", Net: "tcp", Source: c.raw.LocalAddr(), Addr: c.raw.RemoteAddr(), Err: os.NewSyscallError("recvfrom", peekErr)}
+	}
+	return err
 }
 
 // releaseReadBufLocked gives the read buffer back when it holds nothing
@@ -572,9 +594,9 @@ func (c *TLSConn) waitReadable() error {
 func (c *TLSConn) releaseReadBufLocked() {
 	if c.rbuf != nil && (c.roff == c.rend || c.rerr != nil) && len(c.plain) == 0 {
 		recordReadBufs.Put(c.rbuf)
-		readBufsHeld.Add(-1)
 		c.rbuf = nil
 		c.roff, c.rend = 0, 0
+		c.plain = nil // an empty slice would still hold the buffer
 	}
 }
 
@@ -624,7 +646,9 @@ func (c *TLSConn) open(rec, p []byte) (int, error) {
 		if direct {
 			return len(content), nil
 		}
-		c.plain = content
+		if len(content) > 0 {
+			c.plain = content
+		}
 		return 0, nil
 	case typeAlert:
 		if len(content) != 2 {
@@ -665,8 +689,11 @@ func (c *TLSConn) handshakeMessages(b []byte) error {
 			// Resumption is not used: ignore.
 			c.tickets++
 		case typ == hsKeyUpdate:
-			if l != 1 || body[0] > 1 {
+			if l != 1 {
 				return refuse(alertDecode, "malformed TLS KeyUpdate")
+			}
+			if body[0] > 1 {
+				return refuse(alertIllegalParam, "TLS KeyUpdate with request %d", body[0])
 			}
 			if len(rest) > 0 {
 				// The message must end its record: what follows would be
@@ -711,6 +738,10 @@ func (c *TLSConn) writeTail(p []byte) (int, error) {
 }
 
 func (c *TLSConn) write(p []byte, tail bool) (int, error) {
+	if len(p) == 0 {
+		// No empty record: a peer counts those against a limit.
+		return 0, nil
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.werr != nil {
@@ -881,5 +912,14 @@ func (c *TLSConn) Close() error {
 		c.obuf = nil
 	}
 	c.wmu.Unlock()
-	return c.raw.Close()
+	err := c.raw.Close()
+	// A reader in Read returns now that the socket is closed; what it
+	// left buffered will never be read.
+	c.rmu.Lock()
+	if c.rerr == nil {
+		c.rerr = net.ErrClosed
+	}
+	c.releaseReadBufLocked()
+	c.rmu.Unlock()
+	return err
 }

@@ -107,6 +107,9 @@ func FuzzTLSConnRead(f *testing.F) {
 				t.Fatal("reads go on past the input")
 			}
 		}
+		if c.rbuf != nil || c.plain != nil {
+			t.Fatal("a connection whose reading ended still holds its read buffer")
+		}
 		// Whatever was read is what the peer sealed as application data,
 		// in order (the reader may stop early, at a record it refuses).
 		if data[0] == 0 && !bytes.HasPrefix(appData, got) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -105,9 +106,11 @@ func TestOpenSSLInterop(t *testing.T) {
 				}
 			}
 
+			stop := context.AfterFunc(ctx, func() { ln.Close() }) // s_client may never connect
+			defer stop()
 			raw, err := ln.Accept()
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("accept: %v\nopenssl printed:\n%s", err, out.String())
 			}
 			c, err := TLSServer(ctx, raw, srv)
 			if err != nil {
@@ -118,7 +121,15 @@ func TestOpenSSLInterop(t *testing.T) {
 			if got := c.ConnectionState().CipherSuite; got != suite {
 				t.Fatalf("negotiated %s", tls.CipherSuiteName(got))
 			}
-			inSecret, outSecret := c.in.secret, c.out.secret
+			secrets := func() (in, out []byte) {
+				c.rmu.Lock()
+				in = c.in.secret
+				c.rmu.Unlock()
+				c.wmu.Lock()
+				out = c.out.secret
+				c.wmu.Unlock()
+				return in, out
+			}
 			readLine := func(want string) {
 				t.Helper()
 				buf := make([]byte, len(want))
@@ -132,34 +143,37 @@ func TestOpenSSLInterop(t *testing.T) {
 				t.Fatal(err)
 			}
 			readLine("ping\n")
+			in0, _ := secrets()
 			if err := c.writeKeyUpdate(true); err != nil {
 				t.Fatal(err)
 			}
+			_, out1 := secrets()
 			if _, err := c.Write([]byte("pong\n")); err != nil {
 				t.Fatal(err)
 			}
 			waitFor("pong")
+			if _, err := io.WriteString(stdin, "more\n"); err != nil {
+				t.Fatal(err)
+			}
+			readLine("more\n")
+			if in1, _ := secrets(); bytes.Equal(in0, in1) {
+				t.Fatalf("OpenSSL did not answer our key update request\n%s", out.String())
+			}
 			// OpenSSL asks for one ("K"); ours goes out before "done".
 			if _, err := io.WriteString(stdin, "K\n"); err != nil {
 				t.Fatal(err)
 			}
 			waitFor("KEYUPDATE") // s_client takes a command line alone
-			if _, err := io.WriteString(stdin, "more\n"); err != nil {
+			if _, err := io.WriteString(stdin, "again\n"); err != nil {
 				t.Fatal(err)
 			}
-			readLine("more\n")
+			readLine("again\n")
 			if _, err := c.Write([]byte("done\n")); err != nil {
 				t.Fatal(err)
 			}
 			waitFor("done")
-			c.rmu.Lock()
-			readUpdated := !bytes.Equal(inSecret, c.in.secret)
-			c.rmu.Unlock()
-			c.wmu.Lock()
-			writeUpdated := !bytes.Equal(outSecret, c.out.secret)
-			c.wmu.Unlock()
-			if !readUpdated || !writeUpdated {
-				t.Fatalf("read key updated %v, write key updated %v\n%s", readUpdated, writeUpdated, out.String())
+			if _, out2 := secrets(); bytes.Equal(out1, out2) {
+				t.Fatalf("we did not answer OpenSSL's key update request\n%s", out.String())
 			}
 			// Our close_notify ends OpenSSL's session cleanly.
 			c.Close()
@@ -187,15 +201,9 @@ func TestOpenSSLServerInterop(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			// A free port, then s_server on it; the dial below retries
-			// until it listens.
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr := ln.Addr().String()
-			ln.Close()
-			cmd := exec.CommandContext(ctx, openssl, "s_server", "-accept", addr, "-tls1_3", "-ciphersuites", name,
+			// s_server picks a free port and prints it ("ACCEPT
+			// 127.0.0.1:PORT").
+			cmd := exec.CommandContext(ctx, openssl, "s_server", "-accept", "127.0.0.1:0", "-tls1_3", "-ciphersuites", name,
 				"-alpn", "h2", "-cert", certFile, "-key", keyFile, "-Verify", "1", "-CAfile", caFile, "-rev", "-naccept", "1")
 			var out lockedBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
@@ -203,15 +211,21 @@ func TestOpenSSLServerInterop(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { cancel(); _ = cmd.Wait() }()
-			var raw net.Conn
+			accept := regexp.MustCompile(`ACCEPT (127\.0\.0\.1:\d+)`)
+			var addr string
 			for deadline := time.Now().Add(20 * time.Second); ; {
-				if raw, err = net.Dial("tcp", addr); err == nil {
+				if m := accept.FindStringSubmatch(out.String()); m != nil {
+					addr = m[1]
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("s_server did not listen: %v\n%s", err, out.String())
+					t.Fatalf("s_server did not say where it listens:\n%s", out.String())
 				}
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond)
+			}
+			raw, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
 			}
 			c, err := TLSClient(ctx, raw, cli)
 			if err != nil {

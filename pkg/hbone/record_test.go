@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -441,9 +442,12 @@ func TestReadDeadlineIsNotTheEnd(t *testing.T) {
 	if _, err := s.raw.Write(recs[:7]); err != nil {
 		t.Fatal(err)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if _, err := c.Read(make([]byte, 4)); !isTimeout(err) {
 		t.Fatalf("read %v, want a timeout", err)
+	}
+	if got := c.rend - c.roff; got != 7 {
+		t.Fatalf("%d bytes of the record buffered at the deadline, want 7", got)
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	if _, err := s.raw.Write(recs[7:]); err != nil {
@@ -456,24 +460,67 @@ func TestReadDeadlineIsNotTheEnd(t *testing.T) {
 }
 
 // An idle connection, waiting in Read, holds no read buffer, even after a
-// bulk transfer.
+// bulk transfer, or after records that carried no data (a key update, a
+// ticket): every read from the socket either follows a wait for it, made
+// holding no buffer, or completes a record already begun.
 func TestIdleConnectionHoldsNoReadBuffer(t *testing.T) {
-	base := readBufsHeld.Load()
-	var conns []*TLSConn
-	for range 10 {
-		c, s := ourPair(t)
-		exchange(t, c, s, 1<<20)
-		conns = append(conns, c, s)
+	for _, tc := range []struct {
+		name   string
+		noData func(t *testing.T, s *TLSConn)
+	}{
+		{"after bulk", func(*testing.T, *TLSConn) {}},
+		{"after a key update", func(t *testing.T, s *TLSConn) {
+			if err := s.writeKeyUpdate(false); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"after a ticket", func(t *testing.T, s *TLSConn) {
+			if _, err := s.raw.Write(sealedBy(t, s, typeHandshake, []byte{hsNewTicket, 0, 0, 0})); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := ourPair(t)
+			var mu sync.Mutex
+			var reads, holding int
+			testHookRead = func(rc *TLSConn, waited bool) {
+				if rc != c {
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				reads++
+				if !waited && rc.rend == rc.roff {
+					holding++ // would wait holding an empty buffer
+				}
+			}
+			t.Cleanup(func() { testHookRead = nil })
+			exchange(t, c, s, 1<<20)
+			tc.noData(t, s)
+			// The reader takes the record without data, then waits until
+			// the deadline.
+			_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if _, err := c.Read(make([]byte, 1)); !isTimeout(err) {
+				t.Fatalf("read %v, want a timeout", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if holding > 0 {
+				t.Fatalf("%d of %d socket reads waited holding an empty read buffer", holding, reads)
+			}
+		})
 	}
-	for _, c := range conns {
-		go func() { _, _ = c.Read(make([]byte, 64<<10)) }()
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for readBufsHeld.Load() > base {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d read buffers held by 20 idle connections", readBufsHeld.Load()-base)
-		}
-		time.Sleep(10 * time.Millisecond)
+}
+
+// A connection the peer resets says so; it is not taken for a cut.
+func TestResetIsReported(t *testing.T) {
+	c, s := ourPair(t)
+	xyExchange(t, c, s)
+	_ = s.raw.(*net.TCPConn).SetLinger(0)
+	s.raw.Close()
+	if _, err := c.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "connection reset") {
+		t.Fatalf("read %v, want connection reset", err)
 	}
 }
 
