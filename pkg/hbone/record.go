@@ -552,14 +552,16 @@ func (c *TLSConn) fill() error {
 
 // waitReadable returns once the socket has bytes to read (or an error or
 // end to report). Waiting is safe only after a read found nothing, so it
-// peeks first, as a read would try; a socket that cannot be polled is
-// read straight away.
+// peeks first, as a read would try; any other connection is read straight
+// away.
 func (c *TLSConn) waitReadable() error {
-	sc, ok := c.raw.(syscall.Conn)
+	// Only a bare TCP socket: a wrapper that buffers bytes itself would
+	// hold some the socket no longer shows.
+	tc, ok := c.raw.(*net.TCPConn)
 	if !ok {
 		return nil
 	}
-	rc, err := sc.SyscallConn()
+	rc, err := tc.SyscallConn()
 	if err != nil {
 		return nil
 	}
