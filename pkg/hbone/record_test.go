@@ -143,18 +143,25 @@ func TestTLSClientInteropWithCryptoTLS(t *testing.T) {
 	}
 }
 
-// crypto/tls's client against our server.
-func TestTLSServerInteropWithCryptoTLS(t *testing.T) {
-	cli, srv := tlsPair(t)
-	a, b := tcpPair(t)
+// serveTLS runs our server's handshake on raw and hands over the result
+// (nil if it failed, reported).
+func serveTLS(t *testing.T, raw net.Conn, cfg *tls.Config) <-chan *TLSConn {
 	done := make(chan *TLSConn, 1)
 	go func() {
-		c, err := TLSServer(context.Background(), b, srv)
+		c, err := TLSServer(context.Background(), raw, cfg)
 		if err != nil {
 			t.Error(err)
 		}
 		done <- c
 	}()
+	return done
+}
+
+// crypto/tls's client against our server.
+func TestTLSServerInteropWithCryptoTLS(t *testing.T) {
+	cli, srv := tlsPair(t)
+	a, b := tcpPair(t)
+	done := serveTLS(t, b, srv)
 	peer := tls.Client(a, cli)
 	if err := peer.Handshake(); err != nil {
 		t.Fatal(err)
@@ -174,14 +181,7 @@ func ourPair(t *testing.T) (client, server *TLSConn) {
 	t.Helper()
 	cli, srv := tlsPair(t)
 	a, b := tcpPair(t)
-	done := make(chan *TLSConn, 1)
-	go func() {
-		c, err := TLSServer(context.Background(), b, srv)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- c
-	}()
+	done := serveTLS(t, b, srv)
 	client, err := TLSClient(context.Background(), a, cli)
 	if err != nil {
 		t.Fatal(err)
