@@ -35,8 +35,7 @@ import (
 // frame's payload is opened straight into the stream's buffer. crypto/tls
 // copies each record's plaintext once more on either side, and writes each
 // record with its own system call, where a TLSConn gathers the records of
-// a frame, and of the frames queued behind it, into one write (as
-// Transport does under crypto/tls).
+// a frame, and of the frames queued behind it, into one write.
 //
 // On the wire nothing changes: records are TLS 1.3 records as any TLS
 // 1.3 peer sends and expects them, key updates (RFC 8446 section 4.6.3)
@@ -217,8 +216,9 @@ func (k *recordKeys) nextNonce() ([]byte, error) {
 
 // keyLog collects the traffic secrets crypto/tls derives for one
 // handshake. They stay in memory, as the rest of the handshake's state.
+// crypto/tls writes them from the goroutine running the handshake, before
+// HandshakeContext returns.
 type keyLog struct {
-	mu             sync.Mutex
 	client, server []byte
 	next           io.Writer // the configuration's own key log
 }
@@ -246,9 +246,7 @@ func (l *keyLog) Write(line []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	l.mu.Lock()
 	*dst = secret
-	l.mu.Unlock()
 	return len(line), nil
 }
 
@@ -294,12 +292,10 @@ func handshake(ctx context.Context, raw net.Conn, base *tls.Config, server bool)
 	if hc.hdrN != 0 || hc.pos != 0 {
 		return nil, errors.New("hbone: TLS handshake ended inside a record")
 	}
-	kl.mu.Lock()
 	readSecret, writeSecret := kl.server, kl.client
 	if server {
 		readSecret, writeSecret = kl.client, kl.server
 	}
-	kl.mu.Unlock()
 	if readSecret == nil || writeSecret == nil {
 		return nil, errors.New("hbone: TLS handshake did not yield its traffic secrets")
 	}
@@ -341,20 +337,23 @@ func recordConfig(base *tls.Config, kl *keyLog) *tls.Config {
 // TLSConn, not buffered inside crypto/tls.
 type handshakeConn struct {
 	net.Conn
-	buf  []byte // read from the socket, not yet returned
-	hdr  [recordHeaderLen]byte
-	hdrN int // header bytes of the current record returned
-	pos  int // body bytes of the current record returned
+	store []byte // what buf reads into
+	buf   []byte // read from the socket, not yet returned
+	hdr   [recordHeaderLen]byte
+	hdrN  int // header bytes of the current record returned
+	pos   int // body bytes of the current record returned
 }
 
 func (h *handshakeConn) Read(p []byte) (int, error) {
 	if len(h.buf) == 0 {
-		b := make([]byte, fullRecordLen)
-		n, err := h.Conn.Read(b)
+		if h.store == nil {
+			h.store = make([]byte, fullRecordLen)
+		}
+		n, err := h.Conn.Read(h.store)
 		if n == 0 {
 			return 0, err
 		}
-		h.buf = b[:n]
+		h.buf = h.store[:n]
 	}
 	var limit int
 	if h.hdrN < recordHeaderLen {
@@ -429,10 +428,6 @@ func (c *TLSConn) Read(p []byte) (int, error) {
 		if len(c.plain) > 0 {
 			k := copy(p[n:], c.plain)
 			c.plain = c.plain[k:]
-			if len(c.plain) == 0 {
-				// An empty slice still holds the buffer it points into.
-				c.plain = nil
-			}
 			n += k
 			continue
 		}
@@ -440,13 +435,14 @@ func (c *TLSConn) Read(p []byte) (int, error) {
 			break
 		}
 		rec, err := c.nextRecord(n == 0)
+		if isTimeout(err) {
+			// Only a Read that has nothing yet waits. Not the
+			// connection's end: a later Read goes on (a partial record
+			// stays buffered).
+			c.releaseReadBufLocked()
+			return 0, err
+		}
 		if err != nil {
-			if isTimeout(err) {
-				// Not the connection's end: a later Read may go on
-				// (a partial record stays buffered).
-				c.releaseReadBufLocked()
-				return n, err
-			}
 			c.failRead(err)
 			break
 		}
@@ -808,8 +804,8 @@ func (c *TLSConn) sealLocked(typ byte, content []byte, tail bool) error {
 		b = append(b, content...)
 		b = append(b, typ)
 		inner := b[start+recordHeaderLen:]
-		b = c.out.aead.Seal(inner[:0], nonce, inner, hdr)
-		b = (*c.obuf)[:start+recordHeaderLen+len(b)]
+		sealed := c.out.aead.Seal(inner[:0], nonce, inner, hdr) // in place
+		b = b[:start+recordHeaderLen+len(sealed)]
 	}
 	*c.obuf = b
 	return nil
