@@ -415,7 +415,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 			s.sinkWaiting = false
 			sink := s.sink
 			c.mu.Unlock()
-			w := writeDirect(sink, data)
+			w := sink.writeNow(data)
 			c.mu.Lock()
 			s.direct += int64(w)
 			data = data[w:]

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"syscall"
 
 	"golang.org/x/net/http2"
 )
@@ -34,6 +33,9 @@ var (
 // with room for the frame header in front, so the payload is never copied
 // on its way into TLS.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
+	if sk := sockOf(r); sk != nil {
+		r = sk
+	}
 	pool := &smallFromBufs
 	bp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bp) }()
@@ -129,10 +131,7 @@ func putDataHeader(frame []byte, id uint32, n int) {
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	c := s.c
 	var total int64
-	var sink syscall.RawConn
-	if sc, ok := w.(syscall.Conn); ok {
-		sink, _ = sc.SyscallConn()
-	}
+	sink := sockOf(w)
 	c.mu.Lock()
 	s.sink = sink
 	c.mu.Unlock()
@@ -162,7 +161,13 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		s.consuming = true
 		c.mu.Unlock()
 
-		wn, werr := view.WriteTo(w)
+		var wn int64
+		var werr error
+		if sink != nil {
+			wn, werr = sink.writeBuffers(view)
+		} else {
+			wn, werr = view.WriteTo(w)
+		}
 		n := int(wn)
 
 		c.mu.Lock()
@@ -183,23 +188,4 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			return total, werr
 		}
 	}
-}
-
-// writeDirect tries to write p to a socket without blocking and returns how
-// much it took: the socket's buffer may be full, or the socket failed, and
-// then the rest goes through the stream's buffer and WriteTo, which
-// reports the error.
-func writeDirect(rc syscall.RawConn, p []byte) int {
-	n := 0
-	_ = rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, err := syscall.Write(int(fd), p[n:])
-			if m <= 0 || err != nil {
-				break
-			}
-			n += m
-		}
-		return true // never wait for the socket: the reader must not block
-	})
-	return n
 }

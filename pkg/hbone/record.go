@@ -19,7 +19,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -42,6 +41,7 @@ import (
 // are answered, and session tickets from the peer are read and ignored.
 type TLSConn struct {
 	raw    net.Conn
+	sock   *sock // raw's I/O on a bare TCP socket; nil for other conns
 	state  tls.ConnectionState
 	server bool
 
@@ -299,7 +299,7 @@ func handshake(ctx context.Context, raw net.Conn, base *tls.Config, server bool)
 	if readSecret == nil || writeSecret == nil {
 		return nil, errors.New("hbone: TLS handshake did not yield its traffic secrets")
 	}
-	c := &TLSConn{raw: raw, state: st, server: server}
+	c := &TLSConn{raw: raw, sock: sockOf(raw), state: st, server: server}
 	if err := c.in.setSecret(st.CipherSuite, readSecret); err != nil {
 		return nil, err
 	}
@@ -531,7 +531,13 @@ func (c *TLSConn) fill() error {
 	if testHookRead != nil {
 		testHookRead(c, waited)
 	}
-	n, err := c.raw.Read(b[c.rend:])
+	var n int
+	var err error
+	if c.sock != nil {
+		n, err = c.sock.Read(b[c.rend:])
+	} else {
+		n, err = c.raw.Read(b[c.rend:])
+	}
 	c.rend += n
 	if n > 0 {
 		return nil
@@ -553,37 +559,10 @@ func (c *TLSConn) fill() error {
 func (c *TLSConn) waitReadable() error {
 	// Only a bare TCP socket: a wrapper that buffers bytes itself would
 	// hold some the socket no longer shows.
-	tc, ok := c.raw.(*net.TCPConn)
-	if !ok {
+	if c.sock == nil {
 		return nil
 	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	peeked := false
-	var peekErr error
-	err = rc.Read(func(fd uintptr) bool {
-		if peeked {
-			return true // woken by the poller: the read follows
-		}
-		peeked = true
-		var b [1]byte
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		if err == syscall.EAGAIN {
-			return false
-		}
-		if err != nil && err != syscall.EINTR {
-			// The peek took the socket's error (a reset, say): the
-			// read after it would only see the end.
-			peekErr = err
-		}
-		return true
-	})
-	if err == nil && peekErr != nil {
-		err = &net.OpError{Op: "read", Net: "tcp", Source: c.raw.LocalAddr(), Addr: c.raw.RemoteAddr(), Err: os.NewSyscallError("recvfrom", peekErr)}
-	}
-	return err
+	return c.sock.waitReadable()
 }
 
 // releaseReadBufLocked gives the read buffer back when it holds nothing
@@ -858,7 +837,12 @@ func (c *TLSConn) flushLocked() error {
 	if c.werr != nil || c.obuf == nil {
 		return c.werr
 	}
-	_, err := c.raw.Write(*c.obuf)
+	var err error
+	if c.sock != nil {
+		_, err = c.sock.Write(*c.obuf)
+	} else {
+		_, err = c.raw.Write(*c.obuf)
+	}
 	*c.obuf = (*c.obuf)[:0]
 	writeBufs.Put(c.obuf)
 	c.obuf = nil

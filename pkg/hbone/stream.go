@@ -6,7 +6,6 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"syscall"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -44,7 +43,7 @@ type Stream struct {
 	// sink is WriteTo's destination socket, when it has one; sinkWaiting
 	// is set while WriteTo waits for data. The reader then writes arriving
 	// data to the socket itself, without waking WriteTo (see readDataFrame).
-	sink        syscall.RawConn
+	sink        *sock
 	sinkWaiting bool
 	direct      int64 // bytes the reader wrote to sink, for WriteTo's count
 }

@@ -1,0 +1,242 @@
+package hbone
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// sock does the socket I/O of the data path on a bare TCP socket without
+// the runtime's system-call entry (see sock_norace.go).
+//
+// Why: the Go runtime enters an ordinary system call through
+// entersyscall, which wakes the sysmon thread whenever sysmon has parked
+// itself because every P was idle. A proxy relaying requests and
+// responses goes idle between messages, so nearly every message paid a
+// futex wake of sysmon first, often of another CPU, before its read or
+// write could start: on a virtual machine, an interprocessor interrupt
+// costing tens of microseconds of the message's latency and CPU. The
+// sockets here are non-blocking, so each call returns at once or with
+// EAGAIN, and the poller does the waiting, as it does for net.Conn: the
+// runtime loses nothing by the call keeping its P.
+//
+// Errors are those net.Conn returns: an io.EOF at the end, a *net.OpError
+// otherwise, with deadlines and closing reported as net.Conn reports them.
+type sock struct {
+	tc *net.TCPConn
+	rc syscall.RawConn
+	// The state of the read in progress and of the write in progress,
+	// with the functions the poller calls, bound once: an operation
+	// allocates nothing, where closures would allocate on every message.
+	r, w     sockOp
+	readFn   func(uintptr) bool
+	peekFn   func(uintptr) bool
+	writeFn  func(uintptr) bool
+	writevFn func(uintptr) bool
+	nowFn    func(uintptr) bool
+}
+
+// sockOp is one operation's arguments and outcome.
+type sockOp struct {
+	p     []byte
+	bufs  [][]byte
+	iov   []syscall.Iovec
+	n     int
+	total int64
+	errno syscall.Errno
+	// peeked is set once a peek found nothing; short once a write took
+	// nothing without saying why.
+	peeked, short bool
+}
+
+// sockOf returns the sock of a bare TCP connection, or nil for anything
+// else, which is then used through its own methods: a wrapper may buffer
+// or count bytes the socket does not show, and a file may block.
+func sockOf(x any) *sock {
+	tc, ok := x.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	s := &sock{tc: tc, rc: rc}
+	s.readFn, s.peekFn = s.read, s.peek
+	s.writeFn, s.writevFn, s.nowFn = s.write, s.writev, s.writeSome
+	return s
+}
+
+func (s *sock) opError(op, call string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: s.tc.LocalAddr(), Addr: s.tc.RemoteAddr(), Err: os.NewSyscallError(call, errno)}
+}
+
+// Read reads what the socket has, waiting for bytes if it has none.
+func (s *sock) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	o := &s.r
+	*o = sockOp{p: p}
+	err := s.rc.Read(s.readFn)
+	n, errno := o.n, o.errno
+	o.p = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, s.opError("read", "read", errno)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (s *sock) read(fd uintptr) bool {
+	o := &s.r
+	o.n, o.errno = sysRead(fd, o.p)
+	return o.errno != syscall.EAGAIN
+}
+
+// waitReadable waits until the socket has bytes to read, an end or an
+// error, taking nothing from it. An error the peek took from the socket (a
+// reset, say) is returned: the read after it would see only the end.
+func (s *sock) waitReadable() error {
+	o := &s.r
+	*o = sockOp{}
+	err := s.rc.Read(s.peekFn)
+	if err == nil && o.errno != 0 {
+		err = s.opError("read", "recvfrom", o.errno)
+	}
+	return err
+}
+
+func (s *sock) peek(fd uintptr) bool {
+	o := &s.r
+	if o.peeked {
+		o.errno = 0
+		return true // woken by the poller: the read follows
+	}
+	o.peeked = true
+	o.errno = sysPeek(fd)
+	return o.errno != syscall.EAGAIN
+}
+
+// Write writes all of p, waiting for room in the socket as needed.
+func (s *sock) Write(p []byte) (int, error) {
+	o := &s.w
+	*o = sockOp{p: p, iov: o.iov}
+	err := s.rc.Write(s.writeFn)
+	o.p = nil
+	switch {
+	case err != nil:
+	case o.errno != 0:
+		err = s.opError("write", "write", o.errno)
+	case o.short:
+		err = io.ErrShortWrite
+	}
+	return o.n, err
+}
+
+func (s *sock) write(fd uintptr) bool {
+	o := &s.w
+	for o.n < len(o.p) {
+		k, errno := sysWrite(fd, o.p[o.n:])
+		o.errno = errno
+		if errno != 0 {
+			return errno != syscall.EAGAIN
+		}
+		if k == 0 {
+			o.short = true
+			return true
+		}
+		o.n += k
+	}
+	return true
+}
+
+// maxIovecs bounds one writev (the kernel's IOV_MAX).
+const maxIovecs = 1024
+
+// writeBuffers writes all of bufs, consuming them, with as few system
+// calls as the socket allows, waiting for room as needed.
+func (s *sock) writeBuffers(bufs [][]byte) (int64, error) {
+	o := &s.w
+	*o = sockOp{bufs: bufs, iov: o.iov}
+	err := s.rc.Write(s.writevFn)
+	o.bufs = nil
+	clear(o.iov[:cap(o.iov)])
+	switch {
+	case err != nil:
+	case o.errno != 0:
+		err = s.opError("write", "writev", o.errno)
+	case o.short:
+		err = io.ErrShortWrite
+	}
+	return o.total, err
+}
+
+func (s *sock) writev(fd uintptr) bool {
+	o := &s.w
+	for {
+		for len(o.bufs) > 0 && len(o.bufs[0]) == 0 {
+			o.bufs = o.bufs[1:]
+		}
+		if len(o.bufs) == 0 {
+			return true
+		}
+		o.iov = o.iov[:0]
+		for _, b := range o.bufs {
+			if len(o.iov) == maxIovecs {
+				break
+			}
+			if len(b) > 0 {
+				v := syscall.Iovec{Base: &b[0]}
+				v.SetLen(len(b))
+				o.iov = append(o.iov, v)
+			}
+		}
+		n, errno := sysWritev(fd, o.iov)
+		o.errno = errno
+		if errno != 0 {
+			return errno != syscall.EAGAIN
+		}
+		if n == 0 {
+			o.short = true
+			return true
+		}
+		o.total += int64(n)
+		for n > 0 {
+			k := min(n, len(o.bufs[0]))
+			o.bufs[0] = o.bufs[0][k:]
+			n -= k
+			if len(o.bufs[0]) == 0 {
+				o.bufs = o.bufs[1:]
+			}
+		}
+	}
+}
+
+// writeNow writes as much of p as the socket takes without waiting, and
+// returns how much that was. It is a write like the others: not beside
+// one.
+func (s *sock) writeNow(p []byte) int {
+	o := &s.w
+	*o = sockOp{p: p, iov: o.iov}
+	_ = s.rc.Write(s.nowFn)
+	o.p = nil
+	return o.n
+}
+
+func (s *sock) writeSome(fd uintptr) bool {
+	o := &s.w
+	for o.n < len(o.p) {
+		k, errno := sysWrite(fd, o.p[o.n:])
+		if errno != 0 || k <= 0 {
+			break
+		}
+		o.n += k
+	}
+	return true // never wait
+}
