@@ -1,0 +1,267 @@
+package hbone
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// tcpConns is tcpPair's connections as what they are.
+func tcpConns(t *testing.T) (client, server *net.TCPConn) {
+	c, s := tcpPair(t)
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// smallBuffers shrinks the kernel's buffers of the pair, so that a few
+// hundred KiB fill them and writes must wait for room. (Far smaller
+// buffers make loopback TCP crawl.)
+func smallBuffers(t *testing.T, w, r *net.TCPConn) {
+	t.Helper()
+	if err := w.SetWriteBuffer(32 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetReadBuffer(32 << 10); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pattern is n bytes no two offsets of which, 251 apart or less, agree.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}
+
+func TestSockReadEndsAsNetConn(t *testing.T) {
+	a, b := tcpConns(t)
+	s := sockOf(b)
+	if s == nil {
+		t.Fatal("no sock for a bare TCP connection")
+	}
+	if _, err := a.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	n, err := s.Read(buf)
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("Read = %q, %v; want hello", buf[:n], err)
+	}
+
+	// A deadline ends a waiting read as net.Conn's would, and only that
+	// read.
+	_ = b.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := s.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past the deadline = %v; want a deadline error", err)
+	}
+	var ne net.Error
+	if _, err := s.Read(buf); !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read past the deadline = %v; want a net.Error that is a timeout", err)
+	}
+	_ = b.SetReadDeadline(time.Time{})
+	if _, err := a.Write([]byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Read(buf); err != nil || string(buf[:n]) != "again" {
+		t.Fatalf("Read after the deadline was lifted = %q, %v", buf[:n], err)
+	}
+
+	// The peer's end is io.EOF, after the bytes before it.
+	if _, err := a.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.CloseWrite()
+	if err := s.waitReadable(); err != nil {
+		t.Fatalf("waitReadable with bytes pending = %v", err)
+	}
+	if n, err := s.Read(buf); err != nil || string(buf[:n]) != "bye" {
+		t.Fatalf("Read = %q, %v; want bye", buf[:n], err)
+	}
+	if err := s.waitReadable(); err != nil {
+		t.Fatalf("waitReadable at the end = %v; want nil (the read reports the end)", err)
+	}
+	if n, err := s.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("Read at the end = %d, %v; want 0, io.EOF", n, err)
+	}
+
+	// Closed locally: net.ErrClosed, as a net.Conn says.
+	b.Close()
+	if _, err := s.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close = %v; want net.ErrClosed", err)
+	}
+	if _, err := s.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write after Close = %v; want net.ErrClosed", err)
+	}
+}
+
+func TestSockReportsReset(t *testing.T) {
+	a, b := tcpConns(t)
+	s := sockOf(b)
+	_ = a.SetLinger(0)
+	a.Close() // sends RST
+	err := s.waitReadable()
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("waitReadable after a reset = %v; want ECONNRESET", err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("waitReadable after a reset = %#v; want a *net.OpError of a read", err)
+	}
+}
+
+func TestSockWriteWaitsForRoom(t *testing.T) {
+	a, b := tcpConns(t)
+	smallBuffers(t, a, b)
+	s := sockOf(a)
+	want := pattern(2 << 20)
+	got := make(chan []byte, 1)
+	go func() {
+		var buf bytes.Buffer
+		_, _ = io.Copy(&buf, b)
+		got <- buf.Bytes()
+	}()
+	n, err := s.Write(want)
+	if err != nil || n != len(want) {
+		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(want))
+	}
+	_ = a.CloseWrite()
+	if g := <-got; !bytes.Equal(g, want) {
+		t.Fatalf("peer read %d bytes, not the %d written, or not in order", len(g), len(want))
+	}
+}
+
+func TestSockWriteDeadline(t *testing.T) {
+	a, b := tcpConns(t)
+	smallBuffers(t, a, b)
+	s := sockOf(a)
+	_ = a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	// Nobody reads: the write fills the buffers, then times out.
+	n, err := s.Write(make([]byte, 8<<20))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write past the deadline = %d, %v; want a deadline error", n, err)
+	}
+	if n <= 0 || n >= 8<<20 {
+		t.Fatalf("Write past the deadline reported %d bytes; want what the buffers took", n)
+	}
+}
+
+func TestSockWriteBuffers(t *testing.T) {
+	a, b := tcpConns(t)
+	smallBuffers(t, a, b)
+	s := sockOf(a)
+	// More buffers than one writev takes, of many sizes, some empty.
+	all := pattern(1 << 20)
+	var bufs [][]byte
+	for off, i := 0, 0; off < len(all); i++ {
+		k := min((i*7919)%600, len(all)-off)
+		bufs = append(bufs, all[off:off+k])
+		off += k
+	}
+	if len(bufs) <= maxIovecs {
+		t.Fatalf("only %d buffers; the test needs more than %d", len(bufs), maxIovecs)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		var buf bytes.Buffer
+		_, _ = io.Copy(&buf, b)
+		got <- buf.Bytes()
+	}()
+	n, err := s.writeBuffers(bufs)
+	if err != nil || n != int64(len(all)) {
+		t.Fatalf("writeBuffers = %d, %v; want %d, nil", n, err, len(all))
+	}
+	_ = a.CloseWrite()
+	if g := <-got; !bytes.Equal(g, all) {
+		t.Fatalf("peer read %d bytes, not the %d written, or not in order", len(g), len(all))
+	}
+	for i, b := range bufs {
+		if len(b) != 0 {
+			t.Fatalf("buffer %d still holds %d bytes; writeBuffers consumes what it wrote", i, len(b))
+		}
+	}
+}
+
+func TestSockWriteNowNeverWaits(t *testing.T) {
+	a, b := tcpConns(t)
+	smallBuffers(t, a, b)
+	s := sockOf(a)
+	want := pattern(8 << 20)
+	done := make(chan int, 1)
+	go func() { done <- s.writeNow(want) }()
+	var n int
+	select {
+	case n = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writeNow waited for a peer that does not read")
+	}
+	if n <= 0 || n >= len(want) {
+		t.Fatalf("writeNow took %d of %d bytes; want what the buffers hold", n, len(want))
+	}
+	_ = a.CloseWrite()
+	got, err := io.ReadAll(b)
+	if err != nil || !bytes.Equal(got, want[:n]) {
+		t.Fatalf("peer read %d bytes (%v); want the %d writeNow reported", len(got), err, n)
+	}
+}
+
+func TestSockOfBareTCPOnly(t *testing.T) {
+	a, _ := tcpConns(t)
+	type wrapped struct{ *net.TCPConn }
+	p1, p2 := net.Pipe()
+	defer p1.Close()
+	defer p2.Close()
+	for name, x := range map[string]any{
+		"a wrapper of a TCP connection": wrapped{a},
+		"a pipe":                        p1,
+		"a file":                        os.Stdout,
+	} {
+		if sockOf(x) != nil {
+			t.Errorf("sockOf(%s) is not nil: it may buffer, count or block", name)
+		}
+	}
+}
+
+// The relay's socket I/O runs for every message of every tunnel: it must
+// not allocate, or an idle proxy's heap grows with its traffic until the
+// next collection (it did, by 2.5 MiB per ztunnel in netbench's request
+// run, when each call built a closure).
+func TestSockAllocatesNothing(t *testing.T) {
+	a, b := tcpConns(t)
+	sa, sb := sockOf(a), sockOf(b)
+	msg := []byte("ping")
+	buf := make([]byte, 64)
+	bufs := make([][]byte, 2)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := sa.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.waitReadable(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(sb, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+		bufs[0], bufs[1] = msg[:2], msg[2:]
+		if _, err := sb.writeBuffers(bufs); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(sa, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+		if n := sa.writeNow(msg); n != len(msg) {
+			t.Fatalf("writeNow took %d", n)
+		}
+		if _, err := io.ReadFull(sb, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per round of reads and writes; want none", allocs)
+	}
+}
