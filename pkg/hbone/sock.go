@@ -129,14 +129,22 @@ func (s *sock) Write(p []byte) (int, error) {
 	*o = sockOp{p: p, iov: o.iov}
 	err := s.rc.Write(s.writeFn)
 	o.p = nil
+	return o.n, s.writeErr("write", err)
+}
+
+// writeErr is a write's error: the poller's (a deadline, a closed
+// socket), else the system call's, else a write that took nothing.
+func (s *sock) writeErr(call string, err error) error {
+	o := &s.w
 	switch {
 	case err != nil:
+		return err
 	case o.errno != 0:
-		err = s.opError("write", "write", o.errno)
+		return s.opError("write", call, o.errno)
 	case o.short:
-		err = io.ErrShortWrite
+		return io.ErrShortWrite
 	}
-	return o.n, err
+	return nil
 }
 
 func (s *sock) write(fd uintptr) bool {
@@ -167,14 +175,7 @@ func (s *sock) writeBuffers(bufs [][]byte) (int64, error) {
 	err := s.rc.Write(s.writevFn)
 	o.bufs = nil
 	clear(o.iov[:cap(o.iov)])
-	switch {
-	case err != nil:
-	case o.errno != 0:
-		err = s.opError("write", "writev", o.errno)
-	case o.short:
-		err = io.ErrShortWrite
-	}
-	return o.total, err
+	return o.total, s.writeErr("writev", err)
 }
 
 func (s *sock) writev(fd uintptr) bool {

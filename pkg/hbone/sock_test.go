@@ -17,17 +17,32 @@ func tcpConns(t *testing.T) (client, server *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// smallBuffers shrinks the kernel's buffers of the pair, so that a few
+// crampedSock returns a connection's sock for writing, with the
+// connection and its peer, their kernel buffers shrunk so that a few
 // hundred KiB fill them and writes must wait for room. (Far smaller
 // buffers make loopback TCP crawl.)
-func smallBuffers(t *testing.T, w, r *net.TCPConn) {
+func crampedSock(t *testing.T) (s *sock, w, r *net.TCPConn) {
 	t.Helper()
+	w, r = tcpConns(t)
 	if err := w.SetWriteBuffer(32 << 10); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.SetReadBuffer(32 << 10); err != nil {
 		t.Fatal(err)
 	}
+	return sockOf(w), w, r
+}
+
+// collect reads r to its end on a goroutine of its own and sends what it
+// read.
+func collect(r io.Reader) <-chan []byte {
+	got := make(chan []byte, 1)
+	go func() {
+		var buf bytes.Buffer
+		_, _ = io.Copy(&buf, r)
+		got <- buf.Bytes()
+	}()
+	return got
 }
 
 // pattern is n bytes no two offsets of which, 251 apart or less, agree.
@@ -116,16 +131,9 @@ func TestSockReportsReset(t *testing.T) {
 }
 
 func TestSockWriteWaitsForRoom(t *testing.T) {
-	a, b := tcpConns(t)
-	smallBuffers(t, a, b)
-	s := sockOf(a)
+	s, a, b := crampedSock(t)
 	want := pattern(2 << 20)
-	got := make(chan []byte, 1)
-	go func() {
-		var buf bytes.Buffer
-		_, _ = io.Copy(&buf, b)
-		got <- buf.Bytes()
-	}()
+	got := collect(b)
 	n, err := s.Write(want)
 	if err != nil || n != len(want) {
 		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(want))
@@ -137,9 +145,7 @@ func TestSockWriteWaitsForRoom(t *testing.T) {
 }
 
 func TestSockWriteDeadline(t *testing.T) {
-	a, b := tcpConns(t)
-	smallBuffers(t, a, b)
-	s := sockOf(a)
+	s, a, _ := crampedSock(t)
 	_ = a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	// Nobody reads: the write fills the buffers, then times out.
 	n, err := s.Write(make([]byte, 8<<20))
@@ -152,9 +158,7 @@ func TestSockWriteDeadline(t *testing.T) {
 }
 
 func TestSockWriteBuffers(t *testing.T) {
-	a, b := tcpConns(t)
-	smallBuffers(t, a, b)
-	s := sockOf(a)
+	s, a, b := crampedSock(t)
 	// More buffers than one writev takes, of many sizes, some empty.
 	all := pattern(1 << 20)
 	var bufs [][]byte
@@ -166,12 +170,7 @@ func TestSockWriteBuffers(t *testing.T) {
 	if len(bufs) <= maxIovecs {
 		t.Fatalf("only %d buffers; the test needs more than %d", len(bufs), maxIovecs)
 	}
-	got := make(chan []byte, 1)
-	go func() {
-		var buf bytes.Buffer
-		_, _ = io.Copy(&buf, b)
-		got <- buf.Bytes()
-	}()
+	got := collect(b)
 	n, err := s.writeBuffers(bufs)
 	if err != nil || n != int64(len(all)) {
 		t.Fatalf("writeBuffers = %d, %v; want %d, nil", n, err, len(all))
@@ -188,9 +187,7 @@ func TestSockWriteBuffers(t *testing.T) {
 }
 
 func TestSockWriteNowNeverWaits(t *testing.T) {
-	a, b := tcpConns(t)
-	smallBuffers(t, a, b)
-	s := sockOf(a)
+	s, a, b := crampedSock(t)
 	want := pattern(8 << 20)
 	done := make(chan int, 1)
 	go func() { done <- s.writeNow(want) }()
