@@ -1,10 +1,14 @@
 package hbone
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // sock does the socket I/O of the data path on a bare TCP socket without
@@ -16,13 +20,15 @@ import (
 // responses goes idle between messages, so nearly every message paid a
 // futex wake of sysmon first, often of another CPU, before its read or
 // write could start: on a virtual machine, an interprocessor interrupt
-// costing tens of microseconds of the message's latency and CPU. The
-// sockets here are non-blocking, so each call returns at once or with
-// EAGAIN, and the poller does the waiting, as it does for net.Conn: the
-// runtime loses nothing by the call keeping its P.
+// costing tens of microseconds of the message's latency and CPU. Each call
+// here is non-blocking (MSG_DONTWAIT, whatever mode the socket is in), so
+// it returns at once or with EAGAIN, and the poller does the waiting, as
+// it does for net.Conn: the runtime loses nothing by the call keeping its
+// P. A call that blocked while keeping its P would stall the runtime.
 //
-// Errors are those net.Conn returns: an io.EOF at the end, a *net.OpError
-// otherwise, with deadlines and closing reported as net.Conn reports them.
+// Errors are those net.Conn returns: io.EOF at the end, a *net.OpError
+// otherwise, of a "read" or a "write", with deadlines and closing reported
+// as net.Conn reports them.
 type sock struct {
 	tc *net.TCPConn
 	rc syscall.RawConn
@@ -41,7 +47,7 @@ type sock struct {
 type sockOp struct {
 	p     []byte
 	bufs  [][]byte
-	iov   []syscall.Iovec
+	iov   []unix.Iovec
 	n     int
 	total int64
 	errno syscall.Errno
@@ -72,10 +78,22 @@ func (s *sock) opError(op, call string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: s.tc.LocalAddr(), Addr: s.tc.RemoteAddr(), Err: os.NewSyscallError(call, errno)}
 }
 
+// pollError is err from RawConn (a deadline, a closed socket) as net.Conn
+// would give it: the operation is op, not RawConn's "raw-" op.
+func pollError(op string, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && strings.HasPrefix(oe.Op, "raw-") {
+		e := *oe
+		e.Op = op
+		return &e
+	}
+	return err
+}
+
 // Read reads what the socket has, waiting for bytes if it has none.
 func (s *sock) Read(p []byte) (int, error) {
 	if len(p) == 0 {
-		return 0, nil
+		return s.tc.Read(p) // what net.Conn says of an empty read
 	}
 	o := &s.r
 	*o = sockOp{p: p}
@@ -84,7 +102,7 @@ func (s *sock) Read(p []byte) (int, error) {
 	o.p = nil
 	switch {
 	case err != nil:
-		return 0, err
+		return 0, pollError("read", err)
 	case errno != 0:
 		return 0, s.opError("read", "read", errno)
 	case n == 0:
@@ -106,10 +124,13 @@ func (s *sock) waitReadable() error {
 	o := &s.r
 	*o = sockOp{}
 	err := s.rc.Read(s.peekFn)
-	if err == nil && o.errno != 0 {
-		err = s.opError("read", "recvfrom", o.errno)
+	if err != nil {
+		return pollError("read", err)
 	}
-	return err
+	if o.errno != 0 {
+		return s.opError("read", "recvfrom", o.errno)
+	}
+	return nil
 }
 
 func (s *sock) peek(fd uintptr) bool {
@@ -138,7 +159,7 @@ func (s *sock) writeErr(call string, err error) error {
 	o := &s.w
 	switch {
 	case err != nil:
-		return err
+		return pollError("write", err)
 	case o.errno != 0:
 		return s.opError("write", call, o.errno)
 	case o.short:
@@ -193,7 +214,7 @@ func (s *sock) writev(fd uintptr) bool {
 				break
 			}
 			if len(b) > 0 {
-				v := syscall.Iovec{Base: &b[0]}
+				v := unix.Iovec{Base: &b[0]}
 				v.SetLen(len(b))
 				o.iov = append(o.iov, v)
 			}

@@ -4,16 +4,24 @@ package hbone
 
 import (
 	"syscall"
+
+	"golang.org/x/sys/unix"
 	"unsafe"
 )
 
 // The data path's system calls, made without the runtime's system-call
-// entry (see sock). Each is on a non-blocking socket, so it never waits.
-// The race detector's build uses sock_race.go instead.
+// entry (see sock). Each passes MSG_DONTWAIT, so it never blocks, even on
+// a socket something has put in blocking mode (os.File.Fd does): blocking
+// while keeping its P would stall the runtime. MSG_NOSIGNAL keeps a write
+// to a reset connection an EPIPE. Errors are named after the calls
+// net.Conn makes (read, write, writev), as its errors are. The race
+// detector's build uses sock_race.go instead.
+
+const sendFlags = syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL
 
 func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_DONTWAIT, 0, 0)
 		if errno != syscall.EINTR {
 			return int(n), errno
 		}
@@ -22,16 +30,18 @@ func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
 
 func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), sendFlags, 0, 0)
 		if errno != syscall.EINTR {
 			return int(n), errno
 		}
 	}
 }
 
-func sysWritev(fd uintptr, iov []syscall.Iovec) (int, syscall.Errno) {
+func sysWritev(fd uintptr, iov []unix.Iovec) (int, syscall.Errno) {
+	msg := unix.Msghdr{Iov: &iov[0]}
+	msg.SetIovlen(len(iov))
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		n, _, errno := syscall.RawSyscall(syscall.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&msg)), sendFlags)
 		if errno != syscall.EINTR {
 			return int(n), errno
 		}
@@ -49,3 +59,6 @@ func sysPeek(fd uintptr) syscall.Errno {
 		}
 	}
 }
+
+// rawSyscalls tells tests which calls this build makes.
+const rawSyscalls = true

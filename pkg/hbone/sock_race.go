@@ -4,6 +4,8 @@ package hbone
 
 import (
 	"syscall"
+
+	"golang.org/x/sys/unix"
 	"unsafe"
 )
 
@@ -43,7 +45,7 @@ func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 
 // sysWritev writes the first buffer only: the syscall package has no
 // writev, and the callers loop.
-func sysWritev(fd uintptr, iov []syscall.Iovec) (int, syscall.Errno) {
+func sysWritev(fd uintptr, iov []unix.Iovec) (int, syscall.Errno) {
 	p := unsafe.Slice(iov[0].Base, iov[0].Len)
 	return sysWrite(fd, p)
 }
@@ -57,3 +59,6 @@ func sysPeek(fd uintptr) syscall.Errno {
 		}
 	}
 }
+
+// rawSyscalls tells tests which calls this build makes.
+const rawSyscalls = false

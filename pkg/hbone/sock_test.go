@@ -2,10 +2,14 @@ package hbone
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -75,10 +79,12 @@ func TestSockReadEndsAsNetConn(t *testing.T) {
 	if _, err := s.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Read past the deadline = %v; want a deadline error", err)
 	}
+	_, err = s.Read(buf)
 	var ne net.Error
-	if _, err := s.Read(buf); !errors.As(err, &ne) || !ne.Timeout() {
+	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("Read past the deadline = %v; want a net.Error that is a timeout", err)
 	}
+	wantOp(t, err, "read")
 	_ = b.SetReadDeadline(time.Time{})
 	if _, err := a.Write([]byte("again")); err != nil {
 		t.Fatal(err)
@@ -107,11 +113,26 @@ func TestSockReadEndsAsNetConn(t *testing.T) {
 
 	// Closed locally: net.ErrClosed, as a net.Conn says.
 	b.Close()
-	if _, err := s.Read(buf); !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("Read after Close = %v; want net.ErrClosed", err)
+	for _, p := range [][]byte{buf, nil} {
+		_, err := s.Read(p)
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Read of %d bytes after Close = %v; want net.ErrClosed", len(p), err)
+		}
+		wantOp(t, err, "read")
 	}
-	if _, err := s.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+	_, err = s.Write([]byte("x"))
+	if !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Write after Close = %v; want net.ErrClosed", err)
+	}
+	wantOp(t, err, "write")
+}
+
+// wantOp fails unless err is a *net.OpError of op, as net.Conn's are.
+func wantOp(t *testing.T, err error, op string) {
+	t.Helper()
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != op {
+		t.Fatalf("error %q is not a *net.OpError of a %s, as net.Conn's would be", err, op)
 	}
 }
 
@@ -120,13 +141,91 @@ func TestSockReportsReset(t *testing.T) {
 	s := sockOf(b)
 	_ = a.SetLinger(0)
 	a.Close() // sends RST
+	// The peek reports the reset if it has arrived; if it arrives later,
+	// the peek wakes with nothing and the read reports it.
 	err := s.waitReadable()
-	if !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("waitReadable after a reset = %v; want ECONNRESET", err)
+	if err == nil {
+		_, err = s.Read(make([]byte, 8))
 	}
-	var oe *net.OpError
-	if !errors.As(err, &oe) || oe.Op != "read" {
-		t.Fatalf("waitReadable after a reset = %#v; want a *net.OpError of a read", err)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("waiting for and reading a reset connection = %v; want ECONNRESET", err)
+	}
+	wantOp(t, err, "read")
+
+	// Writing to it fails too, as a write error, and writes nothing more.
+	for _, write := range map[string]func() error{
+		"Write":        func() error { _, err := s.Write([]byte("x")); return err },
+		"writeBuffers": func() error { _, err := s.writeBuffers([][]byte{[]byte("x"), []byte("y")}); return err },
+	} {
+		err := write()
+		if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("write to a reset connection = %v; want EPIPE or ECONNRESET", err)
+		}
+		wantOp(t, err, "write")
+	}
+}
+
+// A socket put in blocking mode (os.File.Fd does that to the socket it
+// shares) must not block the sock's calls: they keep their P, and a call
+// blocked in the kernel would stall the whole runtime, a collection
+// included. Reads and writes still wait through the poller, bounded by
+// their deadlines.
+//
+// A stalled runtime fires no timer, so the calls run in a child process
+// that is killed if it does not finish.
+func TestSockNeverBlocksInTheKernel(t *testing.T) {
+	if !rawSyscalls {
+		t.Skip("under the race detector the calls go through the syscall package, which releases the P")
+	}
+	if os.Getenv("HBONE_TEST_BLOCKING_SOCKET") != "1" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run", "^TestSockNeverBlocksInTheKernel$", "-test.v")
+		cmd.Env = append(os.Environ(), "HBONE_TEST_BLOCKING_SOCKET=1")
+		out, err := cmd.CombinedOutput()
+		if ctx.Err() != nil {
+			t.Fatalf("a sock call blocked on a socket in blocking mode and stalled the runtime:\n%s", out)
+		}
+		if err != nil {
+			t.Fatalf("%v:\n%s", err, out)
+		}
+		return
+	}
+	s, a, _ := crampedSock(t)
+	rc, err := a.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = syscall.SetNonblock(int(fd), false) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_ = a.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := s.Read(make([]byte, 8)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			done <- fmt.Errorf("Read with nothing to read = %v; want a deadline error", err)
+			return
+		}
+		// The peer reads nothing: the buffers fill, then the deadline ends
+		// the write.
+		_ = a.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := s.Write(make([]byte, 8<<20)); !errors.Is(err, os.ErrDeadlineExceeded) {
+			done <- fmt.Errorf("Write to a full socket = %v; want a deadline error", err)
+			return
+		}
+		done <- nil
+	}()
+	// A collection needs every P: it completes only if no call holds one
+	// in the kernel.
+	runtime.GC()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a sock call blocked on a socket in blocking mode")
 	}
 }
 
@@ -146,7 +245,7 @@ func TestSockWriteWaitsForRoom(t *testing.T) {
 
 func TestSockWriteDeadline(t *testing.T) {
 	s, a, _ := crampedSock(t)
-	_ = a.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	_ = a.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
 	// Nobody reads: the write fills the buffers, then times out.
 	n, err := s.Write(make([]byte, 8<<20))
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
