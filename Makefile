@@ -151,11 +151,11 @@ check-generate: generate
 		echo "generated files are stale; run make generate and commit:"; \
 		eval git diff --stat -- $$gen; eval git ls-files --others --exclude-standard -- $$gen; exit 1; fi
 
-## unit: unit tests, with the race detector; pkg/hbone once more without it,
-## since its data-path system calls differ under the detector (sock_race.go)
+## unit: unit tests, with the race detector; pkg/sockio and its users once more
+## without it, since their system calls differ under the detector (pkg/sockio/raw_race.go)
 unit:
 	go test -race -count=1 -timeout 5m ./...
-	go test -count=1 -timeout 5m ./pkg/hbone/
+	go test -count=1 -timeout 5m ./pkg/sockio/ ./pkg/hbone/ ./ztunnel/...
 
 ## e2e: end-to-end tests on the local cluster (brought up, and down again, if not already running)
 e2e: deps build images

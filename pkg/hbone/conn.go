@@ -415,7 +415,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 			s.sinkWaiting = false
 			sink := s.sink
 			c.mu.Unlock()
-			w := sink.writeNow(data)
+			w := sink.WriteNow(data)
 			c.mu.Lock()
 			s.direct += int64(w)
 			data = data[w:]

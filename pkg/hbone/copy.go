@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"golang.org/x/net/http2"
+
+	"github.com/ambient-mesh/mesh/pkg/sockio"
 )
 
 // frameHeaderLen is the size of an HTTP/2 frame header.
@@ -33,7 +35,7 @@ var (
 // with room for the frame header in front, so the payload is never copied
 // on its way into TLS.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
-	if sk := sockOf(r); sk != nil {
+	if sk := sockio.Of(r); sk != nil {
 		r = sk
 	}
 	pool := &smallFromBufs
@@ -131,7 +133,7 @@ func putDataHeader(frame []byte, id uint32, n int) {
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	c := s.c
 	var total int64
-	sink := sockOf(w)
+	sink := sockio.Of(w)
 	c.mu.Lock()
 	s.sink = sink
 	c.mu.Unlock()
@@ -164,7 +166,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 		var wn int64
 		var werr error
 		if sink != nil {
-			wn, werr = sink.writeBuffers(view)
+			wn, werr = sink.WriteBuffers(view)
 		} else {
 			wn, werr = view.WriteTo(w)
 		}

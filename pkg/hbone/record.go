@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/ambient-mesh/mesh/pkg/sockio"
 )
 
 // TLSConn is an HBONE connection's TLS 1.3 after the handshake. crypto/tls
@@ -41,7 +43,7 @@ import (
 // are answered, and session tickets from the peer are read and ignored.
 type TLSConn struct {
 	raw    net.Conn
-	sock   *sock // raw's I/O on a bare TCP socket; nil for other conns
+	sock   *sockio.Sock // raw's I/O on a bare TCP socket; nil for other conns
 	state  tls.ConnectionState
 	server bool
 
@@ -299,7 +301,7 @@ func handshake(ctx context.Context, raw net.Conn, base *tls.Config, server bool)
 	if readSecret == nil || writeSecret == nil {
 		return nil, errors.New("hbone: TLS handshake did not yield its traffic secrets")
 	}
-	c := &TLSConn{raw: raw, sock: sockOf(raw), state: st, server: server}
+	c := &TLSConn{raw: raw, sock: sockio.Of(raw), state: st, server: server}
 	if err := c.in.setSecret(st.CipherSuite, readSecret); err != nil {
 		return nil, err
 	}
@@ -562,7 +564,7 @@ func (c *TLSConn) waitReadable() error {
 	if c.sock == nil {
 		return nil
 	}
-	return c.sock.waitReadable()
+	return c.sock.WaitReadable()
 }
 
 // releaseReadBufLocked gives the read buffer back when it holds nothing

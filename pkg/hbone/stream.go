@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/ambient-mesh/mesh/pkg/sockio"
 )
 
 // Stream is one CONNECT tunnel: a byte stream in each direction. Read and
@@ -43,7 +45,7 @@ type Stream struct {
 	// sink is WriteTo's destination socket, when it has one; sinkWaiting
 	// is set while WriteTo waits for data. The reader then writes arriving
 	// data to the socket itself, without waking WriteTo (see readDataFrame).
-	sink        *sock
+	sink        *sockio.Sock
 	sinkWaiting bool
 	direct      int64 // bytes the reader wrote to sink, for WriteTo's count
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ambient-mesh/mesh/pkg/hbone"
+	"github.com/ambient-mesh/mesh/pkg/sockio"
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/authz"
@@ -191,8 +192,9 @@ func Relay(a, b halfCloser) (aToB, bToA int64) {
 
 // copyAdaptive copies src to dst until EOF or an error. A tunnel copies
 // without a buffer of ours: from its receive buffer, or into its frames.
-// Between two TCP sockets (passthrough, plaintext inbound) io.Copy splices
-// in the kernel.
+// Between two TCP sockets (passthrough, plaintext inbound), sockio.Copy
+// relays small messages without waking the runtime's sysmon and splices
+// bulk transfers in the kernel.
 func copyAdaptive(dst io.Writer, src io.Reader) int64 {
 	if s, ok := src.(*hbone.Stream); ok {
 		n, _ := s.WriteTo(dst)
@@ -202,6 +204,6 @@ func copyAdaptive(dst io.Writer, src io.Reader) int64 {
 		n, _ := s.ReadFrom(src)
 		return n
 	}
-	n, _ := io.Copy(dst, src)
+	n, _ := sockio.Copy(dst, src)
 	return n
 }

@@ -1,6 +1,6 @@
 //go:build !race
 
-package hbone
+package sockio
 
 import (
 	"syscall"
@@ -10,12 +10,12 @@ import (
 )
 
 // The data path's system calls, made without the runtime's system-call
-// entry (see sock). Each passes MSG_DONTWAIT, so it never blocks, even on
+// entry (see Sock). Each passes MSG_DONTWAIT, so it never blocks, even on
 // a socket something has put in blocking mode (os.File.Fd does): blocking
 // while keeping its P would stall the runtime. MSG_NOSIGNAL keeps a write
 // to a reset connection an EPIPE. Errors are named after the calls
 // net.Conn makes (read, write, writev), as its errors are. The race
-// detector's build uses sock_race.go instead.
+// detector's build uses raw_race.go instead.
 
 const sendFlags = syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL
 

@@ -1,6 +1,6 @@
 //go:build race
 
-package hbone
+package sockio
 
 import (
 	"syscall"

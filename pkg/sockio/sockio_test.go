@@ -1,4 +1,4 @@
-package hbone
+package sockio
 
 import (
 	"bytes"
@@ -15,17 +15,36 @@ import (
 	"time"
 )
 
-// tcpConns is tcpPair's connections as what they are.
+// tcpConns returns both ends of a loopback TCP connection.
 func tcpConns(t *testing.T) (client, server *net.TCPConn) {
-	c, s := tcpPair(t)
-	return c.(*net.TCPConn), s.(*net.TCPConn)
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan *net.TCPConn, 1)
+	go func() {
+		c, _ := ln.AcceptTCP()
+		acc <- c
+	}()
+	client, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-acc
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
 }
 
 // crampedSock returns a connection's sock for writing, with the
 // connection and its peer, their kernel buffers shrunk so that a few
 // hundred KiB fill them and writes must wait for room. (Far smaller
 // buffers make loopback TCP crawl.)
-func crampedSock(t *testing.T) (s *sock, w, r *net.TCPConn) {
+func crampedSock(t *testing.T) (s *Sock, w, r *net.TCPConn) {
 	t.Helper()
 	w, r = tcpConns(t)
 	if err := w.SetWriteBuffer(32 << 10); err != nil {
@@ -34,7 +53,7 @@ func crampedSock(t *testing.T) (s *sock, w, r *net.TCPConn) {
 	if err := r.SetReadBuffer(32 << 10); err != nil {
 		t.Fatal(err)
 	}
-	return sockOf(w), w, r
+	return Of(w), w, r
 }
 
 // collect reads r to its end on a goroutine of its own and sends what it
@@ -60,7 +79,7 @@ func pattern(n int) []byte {
 
 func TestSockReadEndsAsNetConn(t *testing.T) {
 	a, b := tcpConns(t)
-	s := sockOf(b)
+	s := Of(b)
 	if s == nil {
 		t.Fatal("no sock for a bare TCP connection")
 	}
@@ -98,13 +117,13 @@ func TestSockReadEndsAsNetConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = a.CloseWrite()
-	if err := s.waitReadable(); err != nil {
+	if err := s.WaitReadable(); err != nil {
 		t.Fatalf("waitReadable with bytes pending = %v", err)
 	}
 	if n, err := s.Read(buf); err != nil || string(buf[:n]) != "bye" {
 		t.Fatalf("Read = %q, %v; want bye", buf[:n], err)
 	}
-	if err := s.waitReadable(); err != nil {
+	if err := s.WaitReadable(); err != nil {
 		t.Fatalf("waitReadable at the end = %v; want nil (the read reports the end)", err)
 	}
 	if n, err := s.Read(buf); n != 0 || err != io.EOF {
@@ -138,12 +157,12 @@ func wantOp(t *testing.T, err error, op string) {
 
 func TestSockReportsReset(t *testing.T) {
 	a, b := tcpConns(t)
-	s := sockOf(b)
+	s := Of(b)
 	_ = a.SetLinger(0)
 	a.Close() // sends RST
 	// The peek reports the reset if it has arrived; if it arrives later,
 	// the peek wakes with nothing and the read reports it.
-	err := s.waitReadable()
+	err := s.WaitReadable()
 	if err == nil {
 		_, err = s.Read(make([]byte, 8))
 	}
@@ -155,7 +174,7 @@ func TestSockReportsReset(t *testing.T) {
 	// Writing to it fails too, as a write error, and writes nothing more.
 	for _, write := range map[string]func() error{
 		"Write":        func() error { _, err := s.Write([]byte("x")); return err },
-		"writeBuffers": func() error { _, err := s.writeBuffers([][]byte{[]byte("x"), []byte("y")}); return err },
+		"writeBuffers": func() error { _, err := s.WriteBuffers([][]byte{[]byte("x"), []byte("y")}); return err },
 	} {
 		err := write()
 		if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
@@ -270,7 +289,7 @@ func TestSockWriteBuffers(t *testing.T) {
 		t.Fatalf("only %d buffers; the test needs more than %d", len(bufs), maxIovecs)
 	}
 	got := collect(b)
-	n, err := s.writeBuffers(bufs)
+	n, err := s.WriteBuffers(bufs)
 	if err != nil || n != int64(len(all)) {
 		t.Fatalf("writeBuffers = %d, %v; want %d, nil", n, err, len(all))
 	}
@@ -289,7 +308,7 @@ func TestSockWriteNowNeverWaits(t *testing.T) {
 	s, a, b := crampedSock(t)
 	want := pattern(8 << 20)
 	done := make(chan int, 1)
-	go func() { done <- s.writeNow(want) }()
+	go func() { done <- s.WriteNow(want) }()
 	var n int
 	select {
 	case n = <-done:
@@ -317,8 +336,8 @@ func TestSockOfBareTCPOnly(t *testing.T) {
 		"a pipe":                        p1,
 		"a file":                        os.Stdout,
 	} {
-		if sockOf(x) != nil {
-			t.Errorf("sockOf(%s) is not nil: it may buffer, count or block", name)
+		if Of(x) != nil {
+			t.Errorf("Of(%s) is not nil: it may buffer, count or block", name)
 		}
 	}
 }
@@ -329,7 +348,7 @@ func TestSockOfBareTCPOnly(t *testing.T) {
 // run, when each call built a closure).
 func TestSockAllocatesNothing(t *testing.T) {
 	a, b := tcpConns(t)
-	sa, sb := sockOf(a), sockOf(b)
+	sa, sb := Of(a), Of(b)
 	msg := []byte("ping")
 	buf := make([]byte, 64)
 	bufs := make([][]byte, 2)
@@ -337,20 +356,20 @@ func TestSockAllocatesNothing(t *testing.T) {
 		if _, err := sa.Write(msg); err != nil {
 			t.Fatal(err)
 		}
-		if err := sb.waitReadable(); err != nil {
+		if err := sb.WaitReadable(); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := io.ReadFull(sb, buf[:len(msg)]); err != nil {
 			t.Fatal(err)
 		}
 		bufs[0], bufs[1] = msg[:2], msg[2:]
-		if _, err := sb.writeBuffers(bufs); err != nil {
+		if _, err := sb.WriteBuffers(bufs); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := io.ReadFull(sa, buf[:len(msg)]); err != nil {
 			t.Fatal(err)
 		}
-		if n := sa.writeNow(msg); n != len(msg) {
+		if n := sa.WriteNow(msg); n != len(msg) {
 			t.Fatalf("writeNow took %d", n)
 		}
 		if _, err := io.ReadFull(sb, buf[:len(msg)]); err != nil {

@@ -1,4 +1,6 @@
-package hbone
+// Package sockio does a proxy's per-message socket I/O on bare TCP sockets
+// without the Go runtime's system-call entry (see Sock).
+package sockio
 
 import (
 	"errors"
@@ -11,8 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sock does the socket I/O of the data path on a bare TCP socket without
-// the runtime's system-call entry (see sock_norace.go).
+// Sock does the socket I/O of a relay on a bare TCP socket without the
+// runtime's system-call entry (see raw_norace.go).
 //
 // Why: the Go runtime enters an ordinary system call through
 // entersyscall, which wakes the sysmon thread whenever sysmon has parked
@@ -28,8 +30,10 @@ import (
 //
 // Errors are those net.Conn returns: io.EOF at the end, a *net.OpError
 // otherwise, of a "read" or a "write", with deadlines and closing reported
-// as net.Conn reports them.
-type sock struct {
+// as net.Conn reports them. A read (Read, WaitReadable) may run beside a
+// write (Write, WriteBuffers, WriteNow), but not beside another read, nor
+// a write beside another write.
+type Sock struct {
 	tc *net.TCPConn
 	rc syscall.RawConn
 	// The state of the read in progress and of the write in progress,
@@ -56,10 +60,10 @@ type sockOp struct {
 	peeked, short bool
 }
 
-// sockOf returns the sock of a bare TCP connection, or nil for anything
+// Of returns the Sock of a bare TCP connection, or nil for anything
 // else, which is then used through its own methods: a wrapper may buffer
 // or count bytes the socket does not show, and a file may block.
-func sockOf(x any) *sock {
+func Of(x any) *Sock {
 	tc, ok := x.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -68,13 +72,13 @@ func sockOf(x any) *sock {
 	if err != nil {
 		return nil
 	}
-	s := &sock{tc: tc, rc: rc}
+	s := &Sock{tc: tc, rc: rc}
 	s.readFn, s.peekFn = s.read, s.peek
 	s.writeFn, s.writevFn, s.nowFn = s.write, s.writev, s.writeSome
 	return s
 }
 
-func (s *sock) opError(op, call string, errno syscall.Errno) error {
+func (s *Sock) opError(op, call string, errno syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: s.tc.LocalAddr(), Addr: s.tc.RemoteAddr(), Err: os.NewSyscallError(call, errno)}
 }
 
@@ -91,7 +95,7 @@ func pollError(op string, err error) error {
 }
 
 // Read reads what the socket has, waiting for bytes if it has none.
-func (s *sock) Read(p []byte) (int, error) {
+func (s *Sock) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return s.tc.Read(p) // what net.Conn says of an empty read
 	}
@@ -111,16 +115,16 @@ func (s *sock) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (s *sock) read(fd uintptr) bool {
+func (s *Sock) read(fd uintptr) bool {
 	o := &s.r
 	o.n, o.errno = sysRead(fd, o.p)
 	return o.errno != syscall.EAGAIN
 }
 
-// waitReadable waits until the socket has bytes to read, an end or an
+// WaitReadable waits until the socket has bytes to read, an end or an
 // error, taking nothing from it. An error the peek took from the socket (a
 // reset, say) is returned: the read after it would see only the end.
-func (s *sock) waitReadable() error {
+func (s *Sock) WaitReadable() error {
 	o := &s.r
 	*o = sockOp{}
 	err := s.rc.Read(s.peekFn)
@@ -133,7 +137,7 @@ func (s *sock) waitReadable() error {
 	return nil
 }
 
-func (s *sock) peek(fd uintptr) bool {
+func (s *Sock) peek(fd uintptr) bool {
 	o := &s.r
 	if o.peeked {
 		o.errno = 0
@@ -145,7 +149,7 @@ func (s *sock) peek(fd uintptr) bool {
 }
 
 // Write writes all of p, waiting for room in the socket as needed.
-func (s *sock) Write(p []byte) (int, error) {
+func (s *Sock) Write(p []byte) (int, error) {
 	o := &s.w
 	*o = sockOp{p: p, iov: o.iov}
 	err := s.rc.Write(s.writeFn)
@@ -155,7 +159,7 @@ func (s *sock) Write(p []byte) (int, error) {
 
 // writeErr is a write's error: the poller's (a deadline, a closed
 // socket), else the system call's, else a write that took nothing.
-func (s *sock) writeErr(call string, err error) error {
+func (s *Sock) writeErr(call string, err error) error {
 	o := &s.w
 	switch {
 	case err != nil:
@@ -168,7 +172,7 @@ func (s *sock) writeErr(call string, err error) error {
 	return nil
 }
 
-func (s *sock) write(fd uintptr) bool {
+func (s *Sock) write(fd uintptr) bool {
 	o := &s.w
 	for o.n < len(o.p) {
 		k, errno := sysWrite(fd, o.p[o.n:])
@@ -188,9 +192,9 @@ func (s *sock) write(fd uintptr) bool {
 // maxIovecs bounds one writev (the kernel's IOV_MAX).
 const maxIovecs = 1024
 
-// writeBuffers writes all of bufs, consuming them, with as few system
+// WriteBuffers writes all of bufs, consuming them, with as few system
 // calls as the socket allows, waiting for room as needed.
-func (s *sock) writeBuffers(bufs [][]byte) (int64, error) {
+func (s *Sock) WriteBuffers(bufs [][]byte) (int64, error) {
 	o := &s.w
 	*o = sockOp{bufs: bufs, iov: o.iov}
 	err := s.rc.Write(s.writevFn)
@@ -199,7 +203,7 @@ func (s *sock) writeBuffers(bufs [][]byte) (int64, error) {
 	return o.total, s.writeErr("writev", err)
 }
 
-func (s *sock) writev(fd uintptr) bool {
+func (s *Sock) writev(fd uintptr) bool {
 	o := &s.w
 	for {
 		for len(o.bufs) > 0 && len(o.bufs[0]) == 0 {
@@ -240,10 +244,10 @@ func (s *sock) writev(fd uintptr) bool {
 	}
 }
 
-// writeNow writes as much of p as the socket takes without waiting, and
+// WriteNow writes as much of p as the socket takes without waiting, and
 // returns how much that was. It is a write like the others: not beside
 // one.
-func (s *sock) writeNow(p []byte) int {
+func (s *Sock) WriteNow(p []byte) int {
 	o := &s.w
 	*o = sockOp{p: p, iov: o.iov}
 	_ = s.rc.Write(s.nowFn)
@@ -251,7 +255,7 @@ func (s *sock) writeNow(p []byte) int {
 	return o.n
 }
 
-func (s *sock) writeSome(fd uintptr) bool {
+func (s *Sock) writeSome(fd uintptr) bool {
 	o := &s.w
 	for o.n < len(o.p) {
 		k, errno := sysWrite(fd, o.p[o.n:])
