@@ -36,7 +36,7 @@ var (
 // on its way into TLS.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	if sk := sockio.Of(r); sk != nil {
-		r = sk
+		return s.readFromSock(sk)
 	}
 	pool := &smallFromBufs
 	bp := pool.Get().(*[]byte)
@@ -55,6 +55,40 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 				pool.Put(bp)
 				pool = &largeFromBufs
 				bp = pool.Get().(*[]byte)
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+// readFromSock is ReadFrom from a bare TCP socket, which takes a buffer
+// only once the socket has bytes (sockio.ReadPooled): a tunnel waiting for
+// its app holds none, however large its last buffer was. It reads into
+// small buffers until one fills, then into large ones until a read brings
+// less than a small one holds.
+func (s *Stream) readFromSock(sk *sockio.Sock) (int64, error) {
+	pool := &smallFromBufs
+	var total int64
+	for {
+		bp, n, rerr := sk.ReadPooled(pool, frameHeaderLen)
+		if n > 0 {
+			sent, err := s.sendFrames(*bp, n)
+			full := n == len(*bp)-frameHeaderLen
+			pool.Put(bp)
+			total += int64(sent)
+			if err != nil {
+				return total, err
+			}
+			switch {
+			case full:
+				pool = &largeFromBufs
+			case n < smallReadFrom:
+				pool = &smallFromBufs
 			}
 		}
 		if errors.Is(rerr, io.EOF) {

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -973,5 +974,63 @@ func TestClosedStreamsReturnConnectionCredit(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the connection stalled: credit of abandoned streams not returned")
+	}
+}
+
+// TestIdleSendersHoldNoBuffer: tunnels that carried a bulk transfer from
+// their app's socket and now wait for it hold no send buffer. A node
+// proxy keeps many long-lived, mostly idle tunnels (database pools, say);
+// each kept the 256 KiB buffer of its last transfer while waiting.
+func TestIdleSendersHoldNoBuffer(t *testing.T) {
+	cli, srv := tlsPair(t)
+	const tunnels, bulk = 16, 1 << 20
+	var received atomic.Int64
+	addr := listen(t, srv, func(s *Stream) {
+		defer s.Close()
+		_ = s.Respond(200)
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := s.Read(buf)
+			received.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	cc := dial(t, cli, addr)
+	heap := func() uint64 {
+		// Twice: pooled buffers survive one collection.
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	var peers []net.Conn
+	for range tunnels {
+		s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		app, peer := tcpPair(t)
+		go func() { _, _ = s.ReadFrom(app) }()
+		peers = append(peers, peer)
+	}
+	before := heap()
+	for _, p := range peers {
+		go func() { _, _ = p.Write(make([]byte, bulk)) }()
+	}
+	// Once the server has every byte, every sender waits on its app.
+	deadline := time.Now().Add(20 * time.Second)
+	for received.Load() < tunnels*bulk {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server received %d of %d bytes", received.Load(), tunnels*bulk)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	after := heap()
+	if grown := int64(after) - int64(before); grown > tunnels*64<<10 {
+		t.Fatalf("%d idle tunnels hold %d KiB more heap than before their transfers; want less than 64 KiB each", tunnels, grown>>10)
 	}
 }

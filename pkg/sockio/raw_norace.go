@@ -60,5 +60,12 @@ func sysPeek(fd uintptr) syscall.Errno {
 	}
 }
 
+// sysInq returns how many received bytes the socket holds unread.
+func sysInq(fd uintptr) (int, syscall.Errno) {
+	var v int32
+	_, _, errno := syscall.RawSyscall(syscall.SYS_IOCTL, fd, unix.SIOCINQ, uintptr(unsafe.Pointer(&v)))
+	return int(v), errno
+}
+
 // rawSyscalls tells tests which calls this build makes.
 const rawSyscalls = true

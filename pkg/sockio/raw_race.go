@@ -60,5 +60,10 @@ func sysPeek(fd uintptr) syscall.Errno {
 	}
 }
 
+func sysInq(fd uintptr) (int, syscall.Errno) {
+	v, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
+	return v, errnoOf(err)
+}
+
 // rawSyscalls tells tests which calls this build makes.
 const rawSyscalls = false

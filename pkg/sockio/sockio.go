@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -41,7 +42,9 @@ type Sock struct {
 	// allocates nothing, where closures would allocate on every message.
 	r, w     sockOp
 	readFn   func(uintptr) bool
+	pooledFn func(uintptr) bool
 	peekFn   func(uintptr) bool
+	inqFn    func(uintptr)
 	writeFn  func(uintptr) bool
 	writevFn func(uintptr) bool
 	nowFn    func(uintptr) bool
@@ -50,6 +53,9 @@ type Sock struct {
 // sockOp is one operation's arguments and outcome.
 type sockOp struct {
 	p     []byte
+	pool  *sync.Pool // ReadPooled's buffers
+	bp    *[]byte    // the one it holds, from pool
+	off   int        // where in it the read goes
 	bufs  [][]byte
 	iov   []unix.Iovec
 	n     int
@@ -73,7 +79,7 @@ func Of(x any) *Sock {
 		return nil
 	}
 	s := &Sock{tc: tc, rc: rc}
-	s.readFn, s.peekFn = s.read, s.peek
+	s.readFn, s.pooledFn, s.peekFn, s.inqFn = s.read, s.readPooled, s.peek, s.inq
 	s.writeFn, s.writevFn, s.nowFn = s.write, s.writev, s.writeSome
 	return s
 }
@@ -119,6 +125,78 @@ func (s *Sock) read(fd uintptr) bool {
 	o := &s.r
 	o.n, o.errno = sysRead(fd, o.p)
 	return o.errno != syscall.EAGAIN
+}
+
+// ReadPooled is Read into a buffer of pool's, at off, that it takes only
+// once the socket has bytes: a connection waiting for its peer holds no
+// buffer, however large the last one was. It returns the buffer, which
+// the caller puts back, and how much it read after off; with nothing read
+// it returns no buffer. It makes the system calls Read would.
+func (s *Sock) ReadPooled(pool *sync.Pool, off int) (*[]byte, int, error) {
+	o := &s.r
+	*o = sockOp{pool: pool, off: off}
+	err := s.rc.Read(s.pooledFn)
+	bp, n, errno := o.bp, o.n, o.errno
+	o.bp, o.pool = nil, nil
+	if n <= 0 && bp != nil {
+		putPooled(pool, bp)
+		bp = nil
+	}
+	switch {
+	case err != nil:
+		return nil, 0, pollError("read", err)
+	case errno != 0:
+		return nil, 0, s.opError("read", "read", errno)
+	case n == 0:
+		return nil, 0, io.EOF
+	}
+	return bp, n, nil
+}
+
+func (s *Sock) readPooled(fd uintptr) bool {
+	o := &s.r
+	if o.bp == nil {
+		o.bp = o.pool.Get().(*[]byte)
+		if testHookPooled != nil {
+			testHookPooled(1)
+		}
+	}
+	o.n, o.errno = sysRead(fd, (*o.bp)[o.off:])
+	if o.errno == syscall.EAGAIN {
+		// Nothing yet: wait for the peer holding no buffer.
+		putPooled(o.pool, o.bp)
+		o.bp = nil
+		return false
+	}
+	return true
+}
+
+// putPooled puts back a buffer ReadPooled took.
+func putPooled(pool *sync.Pool, bp *[]byte) {
+	pool.Put(bp)
+	if testHookPooled != nil {
+		testHookPooled(-1)
+	}
+}
+
+// testHookPooled, when set, is told of each buffer ReadPooled takes (+1)
+// and of each put back by ReadPooled or Copy (-1).
+var testHookPooled func(delta int)
+
+// queued returns how many bytes the socket has received that are not read
+// yet (0 if it cannot tell). Like a read, it may not run beside another.
+func (s *Sock) queued() int {
+	o := &s.r
+	*o = sockOp{}
+	if s.rc.Control(s.inqFn) != nil || o.errno != 0 {
+		return 0
+	}
+	return o.n
+}
+
+func (s *Sock) inq(fd uintptr) {
+	o := &s.r
+	o.n, o.errno = sysInq(fd)
 }
 
 // WaitReadable waits until the socket has bytes to read, an end or an
