@@ -15,35 +15,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ambient-mesh/mesh/pkg/internal/tcptest"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
 func tcpPair(t testing.TB) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			acc <- nil
-			return
-		}
-		acc <- c
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-acc
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
+	c, s := tcptest.Pair(t)
+	return c, s
 }
 
 // exchange writes size random bytes each way between a and b at once and

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambient-mesh/mesh/pkg/internal/tcptest"
 )
 
 // relay starts Copy from one connection to another and returns the far
@@ -20,8 +22,8 @@ func relay(t *testing.T) (in, out *net.TCPConn, result <-chan copyResult) {
 	// the relay has ended before the test's hooks are reset.
 	done := make(chan struct{})
 	t.Cleanup(func() { <-done })
-	in, src := tcpConns(t)
-	dst, out := tcpConns(t)
+	in, src := tcptest.Pair(t)
+	dst, out := tcptest.Pair(t)
 	ch := make(chan copyResult, 1)
 	go func() {
 		defer close(done)
@@ -114,8 +116,8 @@ func TestCopyIdleHoldsNoBuffer(t *testing.T) {
 
 // A destination that resets ends Copy with the write's error.
 func TestCopyReportsWriteError(t *testing.T) {
-	in, src := tcpConns(t)
-	dst, out := tcpConns(t)
+	in, src := tcptest.Pair(t)
+	dst, out := tcptest.Pair(t)
 	_ = out.SetLinger(0)
 	out.Close() // RST
 	done := make(chan error, 1)

@@ -13,32 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// tcpConns returns both ends of a loopback TCP connection.
-func tcpConns(t *testing.T) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acc := make(chan *net.TCPConn, 1)
-	go func() {
-		c, _ := ln.AcceptTCP()
-		acc <- c
-	}()
-	client, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-acc
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
-}
+	"github.com/ambient-mesh/mesh/pkg/internal/tcptest"
+)
 
 // crampedSock returns a connection's sock for writing, with the
 // connection and its peer, their kernel buffers shrunk so that a few
@@ -46,7 +23,7 @@ func tcpConns(t *testing.T) (client, server *net.TCPConn) {
 // buffers make loopback TCP crawl.)
 func crampedSock(t *testing.T) (s *Sock, w, r *net.TCPConn) {
 	t.Helper()
-	w, r = tcpConns(t)
+	w, r = tcptest.Pair(t)
 	if err := w.SetWriteBuffer(32 << 10); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +55,7 @@ func pattern(n int) []byte {
 }
 
 func TestSockReadEndsAsNetConn(t *testing.T) {
-	a, b := tcpConns(t)
+	a, b := tcptest.Pair(t)
 	s := Of(b)
 	if s == nil {
 		t.Fatal("no sock for a bare TCP connection")
@@ -156,7 +133,7 @@ func wantOp(t *testing.T, err error, op string) {
 }
 
 func TestSockReportsReset(t *testing.T) {
-	a, b := tcpConns(t)
+	a, b := tcptest.Pair(t)
 	s := Of(b)
 	_ = a.SetLinger(0)
 	a.Close() // sends RST
@@ -326,7 +303,7 @@ func TestSockWriteNowNeverWaits(t *testing.T) {
 }
 
 func TestSockOfBareTCPOnly(t *testing.T) {
-	a, _ := tcpConns(t)
+	a, _ := tcptest.Pair(t)
 	type wrapped struct{ *net.TCPConn }
 	p1, p2 := net.Pipe()
 	defer p1.Close()
@@ -347,7 +324,7 @@ func TestSockOfBareTCPOnly(t *testing.T) {
 // next collection (it did, by 2.5 MiB per ztunnel in netbench's request
 // run, when each call built a closure).
 func TestSockAllocatesNothing(t *testing.T) {
-	a, b := tcpConns(t)
+	a, b := tcptest.Pair(t)
 	sa, sb := Of(a), Of(b)
 	msg := []byte("ping")
 	buf := make([]byte, 64)
