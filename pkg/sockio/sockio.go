@@ -31,9 +31,9 @@ import (
 //
 // Errors are those net.Conn returns: io.EOF at the end, a *net.OpError
 // otherwise, of a "read" or a "write", with deadlines and closing reported
-// as net.Conn reports them. A read (Read, WaitReadable) may run beside a
-// write (Write, WriteBuffers, WriteNow), but not beside another read, nor
-// a write beside another write.
+// as net.Conn reports them. A read (Read, ReadPooled, WaitReadable) may run
+// beside a write (Write, WriteBuffers, WriteNow), but not beside another
+// read, nor a write beside another write.
 type Sock struct {
 	tc *net.TCPConn
 	rc syscall.RawConn
