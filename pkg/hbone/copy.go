@@ -33,57 +33,36 @@ var (
 // ReadFrom sends everything r yields through the tunnel until r's EOF (not
 // ending the stream: CloseWrite does that). It reads straight into a buffer
 // with room for the frame header in front, so the payload is never copied
-// on its way into TLS.
+// on its way into TLS. It reads into small buffers until one fills, then
+// into large ones until a read brings less than a small one holds. From a
+// bare TCP socket it takes a buffer only once the socket has bytes
+// (sockio.ReadPooled): a tunnel waiting for its app holds none, however
+// large its last buffer was.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
-	if sk := sockio.Of(r); sk != nil {
-		return s.readFromSock(sk)
-	}
-	pool := &smallFromBufs
-	bp := pool.Get().(*[]byte)
-	defer func() { pool.Put(bp) }()
-	var total int64
-	for {
-		buf := *bp
-		n, rerr := r.Read(buf[frameHeaderLen:])
-		if n > 0 {
-			sent, err := s.sendFrames(buf, n)
-			total += int64(sent)
-			if err != nil {
-				return total, err
-			}
-			if n == len(buf)-frameHeaderLen && pool == &smallFromBufs {
-				pool.Put(bp)
-				pool = &largeFromBufs
-				bp = pool.Get().(*[]byte)
-			}
-		}
-		if errors.Is(rerr, io.EOF) {
-			return total, nil
-		}
-		if rerr != nil {
-			return total, rerr
-		}
-	}
-}
-
-// readFromSock is ReadFrom from a bare TCP socket, which takes a buffer
-// only once the socket has bytes (sockio.ReadPooled): a tunnel waiting for
-// its app holds none, however large its last buffer was. It reads into
-// small buffers until one fills, then into large ones until a read brings
-// less than a small one holds.
-func (s *Stream) readFromSock(sk *sockio.Sock) (int64, error) {
+	sk := sockio.Of(r)
 	pool := &smallFromBufs
 	var total int64
 	for {
-		bp, n, rerr := sk.ReadPooled(pool, frameHeaderLen)
+		var bp *[]byte
+		var n int
+		var rerr error
+		if sk != nil {
+			bp, n, rerr = sk.ReadPooled(pool, frameHeaderLen)
+		} else {
+			bp = pool.Get().(*[]byte)
+			n, rerr = r.Read((*bp)[frameHeaderLen:])
+		}
 		if n > 0 {
 			sent, err := s.sendFrames(*bp, n)
-			full := n == len(*bp)-frameHeaderLen
-			pool.Put(bp)
 			total += int64(sent)
 			if err != nil {
+				pool.Put(bp)
 				return total, err
 			}
+		}
+		if bp != nil {
+			full := n == len(*bp)-frameHeaderLen
+			pool.Put(bp)
 			switch {
 			case full:
 				pool = &largeFromBufs

@@ -43,7 +43,8 @@ import (
 // are answered, and session tickets from the peer are read and ignored.
 type TLSConn struct {
 	raw    net.Conn
-	sock   *sockio.Sock // raw's I/O on a bare TCP socket; nil for other conns
+	sock   *sockio.Sock  // raw's I/O on a bare TCP socket; nil for other conns
+	rw     io.ReadWriter // sock if there is one, else raw
 	state  tls.ConnectionState
 	server bool
 
@@ -301,7 +302,7 @@ func handshake(ctx context.Context, raw net.Conn, base *tls.Config, server bool)
 	if readSecret == nil || writeSecret == nil {
 		return nil, errors.New("hbone: TLS handshake did not yield its traffic secrets")
 	}
-	c := &TLSConn{raw: raw, sock: sockio.Of(raw), state: st, server: server}
+	c := newTLSConn(raw, st, server)
 	if err := c.in.setSecret(st.CipherSuite, readSecret); err != nil {
 		return nil, err
 	}
@@ -315,6 +316,15 @@ func handshake(ctx context.Context, raw net.Conn, base *tls.Config, server bool)
 		c.rend = copy(*c.rbuf, hc.buf)
 	}
 	return c, nil
+}
+
+// newTLSConn is a TLSConn over raw, with no keys yet.
+func newTLSConn(raw net.Conn, st tls.ConnectionState, server bool) *TLSConn {
+	c := &TLSConn{raw: raw, rw: raw, state: st, server: server}
+	if c.sock = sockio.Of(raw); c.sock != nil {
+		c.rw = c.sock
+	}
+	return c
 }
 
 // recordConfig is base as a TLSConn's handshake needs it: TLS 1.3 only,
@@ -533,13 +543,7 @@ func (c *TLSConn) fill() error {
 	if testHookRead != nil {
 		testHookRead(c, waited)
 	}
-	var n int
-	var err error
-	if c.sock != nil {
-		n, err = c.sock.Read(b[c.rend:])
-	} else {
-		n, err = c.raw.Read(b[c.rend:])
-	}
+	n, err := c.rw.Read(b[c.rend:])
 	c.rend += n
 	if n > 0 {
 		return nil
@@ -839,12 +843,7 @@ func (c *TLSConn) flushLocked() error {
 	if c.werr != nil || c.obuf == nil {
 		return c.werr
 	}
-	var err error
-	if c.sock != nil {
-		_, err = c.sock.Write(*c.obuf)
-	} else {
-		_, err = c.raw.Write(*c.obuf)
-	}
+	_, err := c.rw.Write(*c.obuf)
 	*c.obuf = (*c.obuf)[:0]
 	writeBufs.Put(c.obuf)
 	c.obuf = nil

@@ -84,7 +84,7 @@ func FuzzTLSConnRead(f *testing.F) {
 		if data[0] == 0 {
 			stream, appData = sealedRecords(data[1:])
 		}
-		c := &TLSConn{raw: byteConn{r: bytes.NewReader(stream)}}
+		c := newTLSConn(byteConn{r: bytes.NewReader(stream)}, tls.ConnectionState{}, false)
 		if err := c.in.setSecret(tls.TLS_AES_128_GCM_SHA256, fuzzSecret); err != nil {
 			t.Fatal(err)
 		}

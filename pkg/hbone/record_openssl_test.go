@@ -112,15 +112,8 @@ func TestOpenSSLInterop(t *testing.T) {
 			if err != nil {
 				t.Fatalf("accept: %v\nopenssl printed:\n%s", err, out.String())
 			}
-			c, err := TLSServer(ctx, raw, srv)
-			if err != nil {
-				raw.Close()
-				t.Fatalf("handshake: %v\n%s", err, out.String())
-			}
+			c := handshakeOpenSSL(ctx, t, raw, srv, true, suite, &out)
 			defer c.Close()
-			if got := c.ConnectionState().CipherSuite; got != suite {
-				t.Fatalf("negotiated %s", tls.CipherSuiteName(got))
-			}
 			secrets := func() (in, out []byte) {
 				c.rmu.Lock()
 				in = c.in.secret
@@ -227,15 +220,8 @@ func TestOpenSSLServerInterop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := TLSClient(ctx, raw, cli)
-			if err != nil {
-				raw.Close()
-				t.Fatalf("handshake: %v\n%s", err, out.String())
-			}
+			c := handshakeOpenSSL(ctx, t, raw, cli, false, suite, &out)
 			defer c.Close()
-			if got := c.ConnectionState().CipherSuite; got != suite {
-				t.Fatalf("negotiated %s", tls.CipherSuiteName(got))
-			}
 			inSecret := c.in.secret
 			echo := func(line, want string) {
 				t.Helper()
@@ -266,4 +252,25 @@ func TestOpenSSLServerInterop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handshakeOpenSSL runs our side's handshake with OpenSSL over raw, as the
+// server or the client, and checks that suite was negotiated; out is what
+// openssl printed, for the failure message.
+func handshakeOpenSSL(ctx context.Context, t *testing.T, raw net.Conn, cfg *tls.Config, server bool, suite uint16, out *lockedBuffer) *TLSConn {
+	t.Helper()
+	hs := TLSClient
+	if server {
+		hs = TLSServer
+	}
+	c, err := hs(ctx, raw, cfg)
+	if err != nil {
+		raw.Close()
+		t.Fatalf("handshake: %v\n%s", err, out.String())
+	}
+	if got := c.ConnectionState().CipherSuite; got != suite {
+		c.Close()
+		t.Fatalf("negotiated %s", tls.CipherSuiteName(got))
+	}
+	return c
 }
