@@ -16,9 +16,16 @@ import (
 // Settings of our side of every HBONE connection. Windows are generous
 // because tunnels carry bulk data and each stream's buffer is only filled
 // when its reader falls behind.
+//
+// The stream window is what bounds memory: a stream buffers at most that
+// much for a reader that falls behind. The connection window bounds only
+// the bytes in flight: its credit goes back as DATA arrives, not as
+// readers take it, so streams whose readers stopped cannot use it up and
+// stall the others (head-of-line blocking). A connection therefore
+// buffers at most MaxConcurrentStreams stream windows.
 const (
 	streamWindow         = 1 << 20  // bytes a peer may send on one stream ahead of its reader
-	connWindow           = 16 << 20 // bytes a peer may send on the connection ahead of all readers
+	connWindow           = 16 << 20 // bytes a peer may have in flight on the connection
 	maxReadFrame         = 1 << 20  // largest frame we accept
 	maxWriteFrame        = 256 << 10
 	MaxConcurrentStreams = 100 // streams one connection carries
@@ -63,7 +70,7 @@ type conn struct {
 	peerInitWindow     int32
 	sendWindow         int32 // connection-level, towards the peer
 	recvWindow         int32 // connection-level, what the peer may still send
-	recvUnacked        int32 // consumed, not yet returned with WINDOW_UPDATE
+	recvUnacked        int32 // received, not yet returned with WINDOW_UPDATE
 	goingAway          bool
 	goAwayErr          error // why the peer sent GOAWAY, if not a clean shutdown
 	err                error // set once: the connection is finished
@@ -362,13 +369,14 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
 	c.recvWindow -= n
+	// The connection's credit goes back on arrival, whatever becomes of
+	// the bytes (see connWindow).
+	c.recvUnacked += n
+	inc := c.takeConnCreditLocked()
 	s := c.streams[fh.StreamID]
 	if s == nil || s.recvEOF || n > s.recvWindow {
 		// A stream that already ended, or a peer past the stream's
-		// window: the bytes are dropped, but the connection window must
-		// not shrink for good.
-		c.recvUnacked += n
-		inc := c.takeConnCreditLocked()
+		// window: the bytes are dropped.
 		overrun := s != nil && !s.recvEOF
 		c.mu.Unlock()
 		if _, err := io.CopyN(io.Discard, c.nc, int64(size+pad)); err != nil {
@@ -388,10 +396,15 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 		return nil
 	}
 	s.recvWindow -= n
-	// Padding is never read, so its credit goes back at once.
-	padCredit := n - int32(size)
-	s.unacked += padCredit
-	c.recvUnacked += padCredit
+	// Padding is never read, so its stream credit goes back with the
+	// next batch.
+	s.unacked += n - int32(size)
+	if inc > 0 {
+		if err := c.queueControl(func() error { return c.fr.WriteWindowUpdate(0, inc) }); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+	}
 
 	// Whether the payload reached the stream's buffer, for Read or WriteTo
 	// to wake up to.
@@ -419,9 +432,8 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 			c.mu.Lock()
 			s.direct += int64(w)
 			data = data[w:]
-			streamInc, connInc := s.creditLocked(w)
-			if streamInc > 0 || connInc > 0 {
-				if err := c.queueControl(s.windowUpdates(streamInc, connInc)); err != nil {
+			if inc := s.creditLocked(w); inc > 0 {
+				if err := c.queueControl(s.windowUpdate(inc)); err != nil {
 					c.mu.Unlock()
 					return err
 				}
@@ -432,10 +444,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 			}
 		}
 		if len(data) > 0 {
-			if err := c.keepLocked(s, data, len(data)); err != nil {
-				c.mu.Unlock()
-				return err
-			}
+			c.keepLocked(s, data, len(data))
 			buffered = s.reset == nil
 		}
 	} else if size > 0 {
@@ -456,10 +465,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 			c.mu.Unlock()
 			return err
 		}
-		if err := c.keepLocked(s, nil, size); err != nil {
-			c.mu.Unlock()
-			return err
-		}
+		c.keepLocked(s, nil, size)
 		buffered = s.reset == nil
 	}
 	if pad > 0 {
@@ -483,24 +489,19 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 // keepLocked adds k payload bytes, read while c.mu was released, to the
 // stream's buffer: data if given, else the k bytes already read into room
 // the buffer reserved. A stream reset meanwhile will never consume them,
-// so their connection credit goes back instead.
-func (c *conn) keepLocked(s *Stream, data []byte, k int) error {
+// so they are dropped.
+func (c *conn) keepLocked(s *Stream, data []byte, k int) {
 	if s.reset != nil {
 		if data == nil {
 			s.rx.abandon(k)
 		}
-		c.recvUnacked += int32(k)
-		if inc := c.takeConnCreditLocked(); inc > 0 {
-			return c.queueControl(func() error { return c.fr.WriteWindowUpdate(0, inc) })
-		}
-		return nil
+		return
 	}
 	if data != nil {
 		s.rx.push(data)
-		return nil
+		return
 	}
 	s.rx.commit(k)
-	return nil
 }
 
 // knownStream reports whether id could have been a stream of this

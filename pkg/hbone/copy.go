@@ -192,12 +192,12 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			s.consumerWaiting = false
 			s.rcond.Broadcast()
 		}
-		streamInc, connInc := s.creditLocked(n)
+		inc := s.creditLocked(n)
 		if werr != nil {
 			s.sink, s.sinkWaiting = nil, false
 		}
 		c.mu.Unlock()
-		s.sendCredit(streamInc, connInc)
+		s.sendCredit(inc)
 		total += wn
 		if werr != nil {
 			return total, werr

@@ -249,12 +249,18 @@ func TestRefusedConnect(t *testing.T) {
 
 // A stream whose reader stalls must not hold up the others: its data waits
 // in its own buffer, bounded by its window.
+// TestNoHeadOfLineBlocking: streams whose readers stop hold only their
+// own stream windows. Many more of them than the connection window could
+// hold (the connection's credit goes back as bytes arrive, not as readers
+// take them) still leave every one of them its full window and a fresh
+// stream on the same connection moving at full speed.
 func TestNoHeadOfLineBlocking(t *testing.T) {
+	const stalls = 2*connWindow/streamWindow + 8
 	cli, srv := tlsPair(t)
 	addr := listen(t, srv, func(s *Stream) {
 		defer s.Close()
 		_ = s.Respond(200)
-		if s.Authority == "10.0.0.1:1" {
+		if strings.HasPrefix(s.Authority, "10.0.0.1:") {
 			// A firehose the client never reads.
 			buf := make([]byte, 64<<10)
 			for {
@@ -269,11 +275,35 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 		_, _ = io.Copy(io.Discard, s)
 	})
 	cc := dial(t, cli, addr)
-	stalled, err := cc.Open(context.Background(), "10.0.0.1:1", nil)
-	if err != nil {
-		t.Fatal(err)
+	var stalled []*Stream
+	for i := 0; i < stalls; i++ {
+		s, err := cc.Open(context.Background(), fmt.Sprintf("10.0.0.1:%d", i+1), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		stalled = append(stalled, s)
 	}
-	defer stalled.Close()
+	buffered := func() (full int, total int) {
+		cc.c.mu.Lock()
+		defer cc.c.mu.Unlock()
+		for _, s := range stalled {
+			total += s.rx.n
+			if s.rx.n == streamWindow {
+				full++
+			}
+		}
+		return full, total
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		full, total := buffered()
+		if full == stalls {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d unread streams hold their full %d KiB window (%d KiB in all): the others are starved", full, stalls, streamWindow>>10, total>>10)
+		}
+	}
 	done := make(chan error, 1)
 	go func() {
 		s, err := cc.Open(context.Background(), "10.0.0.2:2", nil)
@@ -290,7 +320,7 @@ func TestNoHeadOfLineBlocking(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("a stalled stream blocked another stream on the same connection")
+		t.Fatalf("%d stalled streams blocked another stream on the same connection", stalls)
 	}
 }
 

@@ -77,10 +77,6 @@ func (c *conn) makeStream(id uint32) *Stream {
 func (s *Stream) resetLocked(err error) {
 	if s.reset == nil {
 		s.reset = err
-		// Bytes buffered and never to be consumed as the stream's would
-		// hold the connection's window for good: credit them now
-		// (creditLocked adds no connection credit after a reset).
-		s.c.recvUnacked += int32(s.rx.n)
 		select {
 		case s.resp <- response{err: err}:
 		default:
@@ -120,51 +116,37 @@ func (s *Stream) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n := s.rx.read(p)
-	streamInc, connInc := s.creditLocked(n)
+	inc := s.creditLocked(n)
 	c.mu.Unlock()
-	s.sendCredit(streamInc, connInc)
+	s.sendCredit(inc)
 	return n, nil
 }
 
-// creditLocked accounts for n bytes consumed and returns the credit due to
-// the peer now. It is handed back in batches: a WINDOW_UPDATE per read
-// would cost a frame for every few kilobytes.
-func (s *Stream) creditLocked(n int) (streamInc, connInc uint32) {
-	c := s.c
+// creditLocked accounts for n bytes consumed and returns the stream
+// credit due to the peer now (the connection's went back on arrival). It
+// is handed back in batches: a WINDOW_UPDATE per read would cost a frame
+// for every few kilobytes.
+func (s *Stream) creditLocked(n int) uint32 {
 	s.unacked += int32(n)
-	if s.reset == nil {
-		c.recvUnacked += int32(n)
+	if s.unacked < streamWindow/4 || s.recvEOF || s.reset != nil {
+		return 0
 	}
-	if s.unacked >= streamWindow/4 && !s.recvEOF && s.reset == nil {
-		streamInc = uint32(s.unacked)
-		s.recvWindow += s.unacked
-		s.unacked = 0
-	}
-	return streamInc, c.takeConnCreditLocked()
+	inc := uint32(s.unacked)
+	s.recvWindow += s.unacked
+	s.unacked = 0
+	return inc
 }
 
-// sendCredit sends the WINDOW_UPDATEs creditLocked returned.
-func (s *Stream) sendCredit(streamInc, connInc uint32) {
-	if streamInc > 0 || connInc > 0 {
-		_ = s.c.write(s.windowUpdates(streamInc, connInc))
+// sendCredit sends the WINDOW_UPDATE creditLocked returned, if any.
+func (s *Stream) sendCredit(inc uint32) {
+	if inc > 0 {
+		_ = s.c.write(s.windowUpdate(inc))
 	}
 }
 
-// windowUpdates writes the stream's and the connection's credit; run it
-// with the frame writer.
-func (s *Stream) windowUpdates(streamInc, connInc uint32) func() error {
-	c := s.c
-	return func() error {
-		if streamInc > 0 {
-			if err := c.fr.WriteWindowUpdate(s.id, streamInc); err != nil {
-				return err
-			}
-		}
-		if connInc > 0 {
-			return c.fr.WriteWindowUpdate(0, connInc)
-		}
-		return nil
-	}
+// windowUpdate writes the stream's credit; run it with the frame writer.
+func (s *Stream) windowUpdate(inc uint32) func() error {
+	return func() error { return s.c.fr.WriteWindowUpdate(s.id, inc) }
 }
 
 // Write sends bytes through the tunnel, waiting for flow-control credit.
