@@ -40,6 +40,21 @@ func (s *Server) SetCAFailing(failing bool) {
 	s.caFailing = failing
 }
 
+// SetCAHolding makes CreateCertificate wait, without answering, while
+// holding is true (a CA that is reachable but does not respond); calls
+// waiting when it is set back to false go on to be served.
+func (s *Server) SetCAHolding(holding bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case holding && s.caHold == nil:
+		s.caHold = make(chan struct{})
+	case !holding && s.caHold != nil:
+		close(s.caHold)
+		s.caHold = nil
+	}
+}
+
 // Issued is the number of certificates issued for identity (a SPIFFE URI).
 func (s *Server) Issued(identity string) int {
 	s.mu.Lock()
@@ -55,8 +70,15 @@ type caService struct {
 func (c caService) CreateCertificate(ctx context.Context, req *pb.IstioCertificateRequest) (*pb.IstioCertificateResponse, error) {
 	s := c.s
 	s.mu.Lock()
-	failing, ttl := s.caFailing, s.caTTL
+	failing, ttl, hold := s.caFailing, s.caTTL, s.caHold
 	s.mu.Unlock()
+	if hold != nil {
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
 	if failing {
 		return nil, status.Error(codes.Unavailable, "CA is failing on purpose (SetCAFailing)")
 	}

@@ -82,6 +82,7 @@ type Server struct {
 	changed   chan struct{}
 	caTTL     time.Duration
 	caFailing bool
+	caHold    chan struct{} // closed to release held CreateCertificate calls
 	issued    map[string]int
 	grpc      *grpc.Server // nil while stopped
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-mesh/mesh/pkg/zds"
 	"github.com/ambient-mesh/mesh/tests/meshlab"
 )
 
@@ -207,5 +208,56 @@ func iptablesIn(t *testing.T, ns string, rule ...string) {
 	args := append([]string{"netns", "exec", ns, "iptables", "-w"}, rule...)
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("iptables %s in %s: %v: %s", strings.Join(rule, " "), ns, err, out)
+	}
+}
+
+// TestNewIdentityWhileCAHangsIsRefusedInTime enrolls a pod of an identity
+// the node has no certificate for while the CA takes calls but does not
+// answer them. ztunnel must refuse that one Add, saying why, before the
+// node agent gives up waiting for its Ack: an agent that gives up resets
+// the whole ZDS session and fails the pod's sandbox with a timeout instead
+// of the cause. The pods already served keep working, and once the CA
+// answers again the same pod enrolls.
+func TestNewIdentityWhileCAHangsIsRefusedInTime(t *testing.T) {
+	m := newMesh(t, []meshlab.PodSpec{
+		{Name: "client", Node: 1, Mesh: true},
+		{Name: "server", Node: 2, Mesh: true},
+		{Name: "late", Node: 1, ServiceAccount: "late-sa"},
+	})
+	startApp(t, m, "server", 8080)
+	long := openEcho(t, m, "client", addr(m, "server", 8080))
+	resets := func() int { return len(logLines(m, 1, "node agent connection ended")) }
+	before := resets()
+
+	m.CP.SetCAHolding(true)
+	defer m.CP.SetCAHolding(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := m.Enroll(ctx, "late")
+	took := time.Since(start)
+	var refused *zds.AckError
+	if !errors.As(err, &refused) || !strings.Contains(refused.Message, m.Identity("late")) {
+		t.Fatalf("enroll while the CA hangs, after %s: %v; want ztunnel's refusal naming %s", took.Round(time.Millisecond), err, m.Identity("late"))
+	}
+	if took >= zds.DefaultAckTimeout {
+		t.Fatalf("refusal after %s, at or past the node agent's Ack timeout of %s", took.Round(time.Millisecond), zds.DefaultAckTimeout)
+	}
+	t.Logf("refused after %s: %v", took.Round(time.Millisecond), err)
+	if n := resets(); n != before {
+		t.Fatalf("the ZDS session was reset (%d new %q lines)", n-before, "node agent connection ended")
+	}
+	long.mustPing(t, "after the refused add")
+	mustExchange(t, m, "client", addr(m, "server", 8080), "after the refused add\n")
+
+	m.CP.SetCAHolding(false)
+	waitFor(t, 30*time.Second, "late enrolls once the CA answers", func() error {
+		return m.Enroll(ctx, "late")
+	})
+	if d, _ := configDump(t, m, 1); d.serial(m.Identity("late")) == "" {
+		t.Fatalf("no certificate for %s in node1's dump after its add: %v", m.Identity("late"), d.Certificates)
+	}
+	if n := resets(); n != before {
+		t.Fatalf("the ZDS session was reset (%d new %q lines)", n-before, "node agent connection ended")
 	}
 }

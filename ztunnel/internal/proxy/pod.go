@@ -113,6 +113,9 @@ func (p *Proxy) startPod(ctx context.Context, uid string, info *zdsapi.WorkloadI
 	cctx, cancel := context.WithTimeout(ctx, wait)
 	_, err = p.cfg.Certs.Get(cctx, pd.id)
 	cancel()
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		err = fmt.Errorf("no certificate from the CA within %s", wait)
+	}
 	if err != nil {
 		if needCert {
 			return nil, fmt.Errorf("certificate for %s: %w", pd.id, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ambient-mesh/mesh/pkg/spiffe"
+	"github.com/ambient-mesh/mesh/pkg/zds"
 	"github.com/ambient-mesh/mesh/pkg/zdsapi"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/ca"
 	"github.com/ambient-mesh/mesh/ztunnel/internal/metrics"
@@ -42,7 +43,9 @@ type Config struct {
 	// before they are cut.
 	DrainTimeout time.Duration
 	// CertTimeout bounds the first fetch of a new pod's certificate; past
-	// it the pod's Add fails, and the node agent retries.
+	// it the pod's Add is refused, and the node agent retries. It must stay
+	// below the agent's wait for an Ack (zds.DefaultAckTimeout), which
+	// otherwise gives up first and resets the whole ZDS session.
 	CertTimeout time.Duration
 	// ConnectTimeout bounds opening an upstream connection or tunnel.
 	ConnectTimeout time.Duration
@@ -72,7 +75,7 @@ func New(cfg Config) *Proxy {
 		cfg.DrainTimeout = 5 * time.Second
 	}
 	if cfg.CertTimeout <= 0 {
-		cfg.CertTimeout = 10 * time.Second
+		cfg.CertTimeout = zds.DefaultAckTimeout - time.Second
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
