@@ -95,10 +95,21 @@ func TestL4Mesh(t *testing.T) {
 		if s.ByPod[remote.Name] == 0 {
 			t.Errorf("none of 20 requests reached %s, the replica on the other node: %v", remote.Name, s.ByPod)
 		}
-		// The server's ztunnel received them as HBONE over mutual TLS.
+		// The server's ztunnel received them as HBONE over mutual TLS, and
+		// counted them with the labels Istio's dashboards group by: the
+		// canonical service and revision istiod derives from the pods'
+		// app and version labels, and the service.
 		l.waitMetric(t, remote.Spec.NodeName, "an inbound mutual TLS connection from the client", map[string]string{
 			"reporter": "destination", "source_principal": id("client"), "destination_principal": id("default"),
 			"connection_security_policy": "mutual_tls", "response_flags": "-",
+			"source_canonical_service": "client", "destination_canonical_service": "server", "destination_canonical_revision": "v1",
+			"destination_app": "server", "destination_version": "v1", "destination_cluster": "Kubernetes",
+			"destination_service": "server." + app.Name + ".svc.cluster.local", "destination_service_name": "server",
+			"destination_service_namespace": app.Name,
+		})
+		l.waitMetric(t, client.Spec.NodeName, "an outbound connection to the service counted by the client's ztunnel", map[string]string{
+			"reporter": "source", "source_canonical_service": "client", "destination_canonical_service": "server",
+			"destination_service_name": "server", "destination_service_namespace": app.Name,
 		})
 	})
 

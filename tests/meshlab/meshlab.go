@@ -224,8 +224,11 @@ func (m *Mesh) Workload(pod string) *workloadapi.Workload {
 		TrustDomain:    TrustDomain,
 		Node:           fmt.Sprintf("node%d", p.Node),
 		WorkloadName:   spec.Name,
-		Status:         workloadapi.WorkloadStatus_HEALTHY,
-		ClusterId:      "Kubernetes",
+		// As istiod derives them from a pod without app or version labels.
+		CanonicalName:     spec.Name,
+		CanonicalRevision: "latest",
+		Status:            workloadapi.WorkloadStatus_HEALTHY,
+		ClusterId:         "Kubernetes",
 	}
 	if spec.Mesh {
 		w.TunnelProtocol = workloadapi.TunnelProtocol_HBONE

@@ -2,6 +2,7 @@ package ztunnel_test
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -39,16 +40,30 @@ func TestServiceVIPReachesEndpoint(t *testing.T) {
 	if n := app.conns.Load(); n != 1 {
 		t.Fatalf("server app took %d connections, want 1", n)
 	}
+	// Both ends count it with Istio's labels: the workloads' canonical
+	// service and revision (and app and version), their cluster, and the
+	// service; the destination, which sees only its own address and port,
+	// finds the service by the port it forwards to.
 	labels := map[string]string{
-		"reporter": "source", "destination_service": hostname,
-		"destination_principal": m.Identity("server"), "connection_security_policy": "mutual_tls",
+		"destination_service": hostname, "destination_service_name": "server", "destination_service_namespace": "default",
+		"source_workload": "client", "source_canonical_service": "client", "source_app": "client",
+		"source_canonical_revision": "latest", "source_version": "latest", "source_cluster": "Kubernetes",
+		"source_principal": m.Identity("client"), "source_workload_namespace": "default",
+		"destination_workload": "server", "destination_canonical_service": "server", "destination_app": "server",
+		"destination_canonical_revision": "latest", "destination_version": "latest", "destination_cluster": "Kubernetes",
+		"destination_principal": m.Identity("server"), "destination_workload_namespace": "default",
+		"connection_security_policy": "mutual_tls", "request_protocol": "tcp",
 	}
-	waitFor(t, 5*time.Second, "the connection counted against the service", func() error {
-		if n := metric(t, m, 1, "istio_tcp_connections_opened_total", labels); n != 1 {
-			return fmt.Errorf("%v connections opened with %v", n, labels)
-		}
-		return nil
-	})
+	for n, reporter := range map[int]string{1: "source", 2: "destination"} {
+		want := maps.Clone(labels)
+		want["reporter"] = reporter
+		waitFor(t, 5*time.Second, "the connection counted against the service by the "+reporter, func() error {
+			if n := metric(t, m, n, "istio_tcp_connections_opened_total", want); n != 1 {
+				return fmt.Errorf("%v connections opened with %v", n, want)
+			}
+			return nil
+		})
+	}
 }
 
 // TestPassthroughToPodOutsideMesh: a mesh pod reaches a pod outside the

@@ -9,16 +9,31 @@ import (
 	"sync"
 )
 
-// Labels describe one connection, as Istio labels TCP metrics.
+// Labels describe one connection, as Istio labels TCP metrics. Empty
+// values are reported as "unknown".
 type Labels struct {
-	Reporter             string // "source" or "destination"
-	SourceWorkload       string
-	SourceNamespace      string
-	SourcePrincipal      string
-	DestinationWorkload  string
-	DestinationNamespace string
-	DestinationService   string
-	DestinationPrincipal string
+	Reporter string // "source" or "destination"
+
+	SourceWorkload          string
+	SourceNamespace         string
+	SourcePrincipal         string
+	SourceCanonicalService  string // also source_app, as Istio's ztunnel reports it
+	SourceCanonicalRevision string // also source_version
+	SourceCluster           string
+
+	DestinationWorkload          string
+	DestinationNamespace         string
+	DestinationPrincipal         string
+	DestinationCanonicalService  string // also destination_app
+	DestinationCanonicalRevision string // also destination_version
+	DestinationCluster           string
+
+	// DestinationService is the service's hostname; the name and
+	// namespace are the Kubernetes Service's.
+	DestinationService          string
+	DestinationServiceName      string
+	DestinationServiceNamespace string
+
 	// SecurityPolicy is "mutual_tls" or "unknown" (plaintext).
 	SecurityPolicy string
 	// ResponseFlags is "-" for a clean connection, otherwise Envoy-style
@@ -30,7 +45,10 @@ type Labels struct {
 var labelNames = []string{
 	"reporter",
 	"source_workload", "source_workload_namespace", "source_principal",
-	"destination_workload", "destination_workload_namespace", "destination_service", "destination_principal",
+	"source_canonical_service", "source_canonical_revision", "source_app", "source_version", "source_cluster",
+	"destination_workload", "destination_workload_namespace", "destination_principal",
+	"destination_canonical_service", "destination_canonical_revision", "destination_app", "destination_version", "destination_cluster",
+	"destination_service", "destination_service_name", "destination_service_namespace",
 	"request_protocol", "connection_security_policy", "response_flags",
 }
 
@@ -41,11 +59,15 @@ func (l Labels) values() []string {
 		}
 		return s
 	}
+	u := func(s string) string { return or(s, "unknown") }
 	return []string{
 		l.Reporter,
-		or(l.SourceWorkload, "unknown"), or(l.SourceNamespace, "unknown"), or(l.SourcePrincipal, "unknown"),
-		or(l.DestinationWorkload, "unknown"), or(l.DestinationNamespace, "unknown"), or(l.DestinationService, "unknown"), or(l.DestinationPrincipal, "unknown"),
-		"tcp", or(l.SecurityPolicy, "unknown"), or(l.ResponseFlags, "-"),
+		u(l.SourceWorkload), u(l.SourceNamespace), u(l.SourcePrincipal),
+		u(l.SourceCanonicalService), u(l.SourceCanonicalRevision), u(l.SourceCanonicalService), u(l.SourceCanonicalRevision), u(l.SourceCluster),
+		u(l.DestinationWorkload), u(l.DestinationNamespace), u(l.DestinationPrincipal),
+		u(l.DestinationCanonicalService), u(l.DestinationCanonicalRevision), u(l.DestinationCanonicalService), u(l.DestinationCanonicalRevision), u(l.DestinationCluster),
+		u(l.DestinationService), u(l.DestinationServiceName), u(l.DestinationServiceNamespace),
+		"tcp", u(l.SecurityPolicy), or(l.ResponseFlags, "-"),
 	}
 }
 

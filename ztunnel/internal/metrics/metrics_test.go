@@ -27,9 +27,13 @@ func scrape(t *testing.T, m *Metrics) string {
 func TestIstioNamesAndLabels(t *testing.T) {
 	m := New("1.0.0-dev")
 	l := Labels{
-		Reporter: "destination", SourceWorkload: "sleep", SourceNamespace: "foo", SourcePrincipal: "spiffe://cluster.local/ns/foo/sa/sleep",
-		DestinationWorkload: "echo", DestinationNamespace: "foo", DestinationService: "echo.foo.svc.cluster.local",
-		DestinationPrincipal: "spiffe://cluster.local/ns/foo/sa/echo", SecurityPolicy: "mutual_tls",
+		Reporter:       "destination",
+		SourceWorkload: "sleep", SourceNamespace: "foo", SourcePrincipal: "spiffe://cluster.local/ns/foo/sa/sleep",
+		SourceCanonicalService: "sleep", SourceCanonicalRevision: "v1", SourceCluster: "Kubernetes",
+		DestinationWorkload: "echo-v2", DestinationNamespace: "foo", DestinationPrincipal: "spiffe://cluster.local/ns/foo/sa/echo",
+		DestinationCanonicalService: "echo", DestinationCanonicalRevision: "v2", DestinationCluster: "Kubernetes",
+		DestinationService: "echo.foo.svc.cluster.local", DestinationServiceName: "echo", DestinationServiceNamespace: "foo",
+		SecurityPolicy: "mutual_tls",
 	}
 	m.Opened(l)
 	m.Closed(l, 1200, 3400)
@@ -39,18 +43,30 @@ func TestIstioNamesAndLabels(t *testing.T) {
 	m.Closed(denied, 0, 0)
 
 	out := scrape(t, m)
-	labels := `connection_security_policy="mutual_tls",destination_principal="spiffe://cluster.local/ns/foo/sa/echo",destination_service="echo.foo.svc.cluster.local",destination_workload="echo",destination_workload_namespace="foo",reporter="destination",request_protocol="tcp",response_flags="-",source_principal="spiffe://cluster.local/ns/foo/sa/sleep",source_workload="sleep",source_workload_namespace="foo"`
+	labels := `connection_security_policy="mutual_tls",` +
+		`destination_app="echo",destination_canonical_revision="v2",destination_canonical_service="echo",destination_cluster="Kubernetes",` +
+		`destination_principal="spiffe://cluster.local/ns/foo/sa/echo",` +
+		`destination_service="echo.foo.svc.cluster.local",destination_service_name="echo",destination_service_namespace="foo",` +
+		`destination_version="v2",destination_workload="echo-v2",destination_workload_namespace="foo",` +
+		`reporter="destination",request_protocol="tcp",response_flags="-",` +
+		`source_app="sleep",source_canonical_revision="v1",source_canonical_service="sleep",source_cluster="Kubernetes",` +
+		`source_principal="spiffe://cluster.local/ns/foo/sa/sleep",source_version="v1",source_workload="sleep",source_workload_namespace="foo"`
+	deniedLabels := strings.Replace(strings.Replace(labels, `response_flags="-"`, `response_flags="DENY"`, 1),
+		`source_principal="spiffe://cluster.local/ns/foo/sa/sleep"`, `source_principal="spiffe://cluster.local/ns/bar/sa/curl"`, 1)
 	for _, want := range []string{
 		"istio_tcp_connections_opened_total{" + labels + "} 1",
 		"istio_tcp_connections_closed_total{" + labels + "} 1",
 		"istio_tcp_sent_bytes_total{" + labels + "} 1200",
 		"istio_tcp_received_bytes_total{" + labels + "} 3400",
-		`response_flags="DENY",source_principal="spiffe://cluster.local/ns/bar/sa/curl"`,
+		"istio_tcp_connections_opened_total{" + deniedLabels + "} 1",
 		`istio_build{component="ztunnel",tag="1.0.0-dev"} 1`,
 	} {
 		if !strings.Contains(out, want) {
-			t.Errorf("scrape lacks %s\n%s", want, out)
+			t.Errorf("scrape lacks %s", want)
 		}
+	}
+	if t.Failed() {
+		t.Log(out)
 	}
 }
 

@@ -73,17 +73,22 @@ func (pd *pod) reportInbound(r inbound.Report) {
 }
 
 func (pd *pod) inboundLabels(r *inbound.Report) metrics.Labels {
-	srcW := pd.p.cfg.Store.WorkloadByIP(r.Src.Addr())
-	return metrics.Labels{
+	store := pd.p.cfg.Store
+	l := metrics.Labels{
 		Reporter:             "destination",
-		SourceWorkload:       workloadName(srcW, ""),
-		SourceNamespace:      r.Peer.Namespace,
-		SourcePrincipal:      r.Peer.String(),
-		DestinationWorkload:  workloadName(r.Workload, pd.info.GetName()),
+		DestinationWorkload:  pd.info.GetName(),
 		DestinationNamespace: pd.info.GetNamespace(),
-		DestinationPrincipal: pd.id.String(),
 		SecurityPolicy:       "mutual_tls",
 	}
+	setSource(&l, store.WorkloadByIP(r.Src.Addr()))
+	// The peer's certificate, not its address, says who it is.
+	l.SourceNamespace, l.SourcePrincipal = r.Peer.Namespace, r.Peer.String()
+	if r.Workload != nil {
+		setDestination(&l, r.Workload)
+		setService(&l, inboundService(store, r.Workload, authorityPort(r.Authority)))
+	}
+	l.DestinationPrincipal = pd.id.String()
+	return l
 }
 
 // plaintext serves one connection redirected to 15006: a client outside
@@ -99,16 +104,14 @@ func (pd *pod) plaintext(c net.Conn) {
 	dst, err := socket.OriginalDst(down)
 	rec := accessRecord{dir: "inbound_plaintext", pod: pd, src: src, dst: dst, start: start}
 	// Without a peer identity the source is known only by its address.
-	srcW := p.cfg.Store.WorkloadByIP(src.Addr())
 	l := metrics.Labels{
 		Reporter:             "destination",
-		SourceWorkload:       workloadName(srcW, ""),
-		SourceNamespace:      srcW.GetNamespace(),
 		DestinationWorkload:  pd.info.GetName(),
 		DestinationNamespace: pd.info.GetNamespace(),
 		DestinationPrincipal: pd.id.String(),
 		SecurityPolicy:       "unknown",
 	}
+	setSource(&l, p.cfg.Store.WorkloadByIP(src.Addr()))
 	if err != nil || pd.isOwnListener(dst) || !pd.hasIP(dst.Addr()) {
 		// Only connections to the pod's own address are the pod's to take.
 		rec.reason = "destination is not this pod"
@@ -130,7 +133,8 @@ func (pd *pod) plaintext(c net.Conn) {
 		rec.fail(l, flagDeny, nil)
 		return
 	}
-	l.DestinationWorkload = workloadName(w, pd.info.GetName())
+	setDestination(&l, w)
+	setService(&l, inboundService(p.cfg.Store, w, dst.Port()))
 	d := authz.Decide(p.cfg.Store.PoliciesFor(w.GetNamespace(), w.GetAuthorizationPolicies()), authz.Conn{Src: src, Dst: dst})
 	rec.policy, rec.dryRun = d.Policy, d.DryRun
 	if !d.Allow {

@@ -51,10 +51,11 @@ func (pd *pod) outbound(c net.Conn) {
 	srcW := p.cfg.Store.WorkloadByIP(src.Addr())
 	labels := metrics.Labels{
 		Reporter:        "source",
-		SourceWorkload:  workloadName(srcW, pd.info.GetName()),
+		SourceWorkload:  pd.info.GetName(),
 		SourceNamespace: pd.info.GetNamespace(),
-		SourcePrincipal: pd.id.String(),
 	}
+	setSource(&labels, srcW)
+	labels.SourcePrincipal = pd.id.String()
 	rec := accessRecord{dir: "outbound", pod: pd, src: src, dst: dst, start: start}
 	t, err := route.Resolve(p.cfg.Store, srcW, dst, rand.IntN)
 	if err != nil {
@@ -62,12 +63,9 @@ func (pd *pod) outbound(c net.Conn) {
 		rec.fail(labels, flagNoRoute, err)
 		return
 	}
-	labels.DestinationWorkload = workloadName(t.Workload, "")
-	labels.DestinationNamespace = t.Workload.GetNamespace()
+	setDestination(&labels, t.Workload)
 	svc := p.cfg.Store.ServiceByVIP(dst.Addr())
-	if svc != nil {
-		labels.DestinationService = svc.GetHostname()
-	}
+	setService(&labels, svc)
 	via := "passthrough"
 	if t.HBONE {
 		via = "hbone"

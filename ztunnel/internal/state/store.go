@@ -42,6 +42,9 @@ type Store struct {
 
 	byIP  map[netip.Addr]*workloadapi.Workload
 	byVIP map[netip.Addr]*workloadapi.Service
+	// byKey holds services by "namespace/hostname", the key a workload's
+	// services map uses.
+	byKey map[string]*workloadapi.Service
 
 	// Warn, if set, is told of a resource applied with a reservation,
 	// such as a policy holding fields this ztunnel does not know.
@@ -58,6 +61,7 @@ func New() *Store {
 		rawPolicies: map[string]*security.Authorization{},
 		byIP:        map[netip.Addr]*workloadapi.Workload{},
 		byVIP:       map[netip.Addr]*workloadapi.Service{},
+		byKey:       map[string]*workloadapi.Service{},
 	}
 }
 
@@ -121,6 +125,9 @@ func (s *Store) removeLocked(typeURL, name string) {
 					delete(s.byVIP, ip.Unmap())
 				}
 			}
+			if k := serviceKey(svc); s.byKey[k] == svc {
+				delete(s.byKey, k)
+			}
 			delete(s.services, name)
 		}
 	case AuthorizationType:
@@ -151,6 +158,7 @@ func (s *Store) applyAddressLocked(r Resource) error {
 		}
 		s.removeLocked(AddressType, r.Name)
 		s.services[r.Name] = t.Service
+		s.byKey[serviceKey(t.Service)] = t.Service
 		for _, a := range t.Service.GetAddresses() {
 			ip, _ := netip.AddrFromSlice(a.GetAddress())
 			s.byVIP[ip.Unmap()] = t.Service
@@ -230,6 +238,18 @@ func (s *Store) ServiceByVIP(ip netip.Addr) *workloadapi.Service {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.byVIP[ip.Unmap()]
+}
+
+// ServiceByKey returns the service a workload's services map names
+// ("namespace/hostname").
+func (s *Store) ServiceByKey(key string) *workloadapi.Service {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.byKey[key]
+}
+
+func serviceKey(svc *workloadapi.Service) string {
+	return svc.GetNamespace() + "/" + svc.GetHostname()
 }
 
 // Endpoints returns the workloads behind a service ("namespace/hostname"),

@@ -55,6 +55,9 @@ func TestAddressesMergeAsDeltas(t *testing.T) {
 	if svc := s.ServiceByVIP(netip.MustParseAddr("10.96.0.20")); svc == nil || svc.GetHostname() != "echo.default.svc.cluster.local" {
 		t.Fatalf("by VIP: %v", svc)
 	}
+	if svc := s.ServiceByKey("default/echo.default.svc.cluster.local"); svc == nil || svc.GetName() != "echo" {
+		t.Fatalf("by the key workloads name it by: %v", svc)
+	}
 	// Only the healthy endpoint is offered.
 	if eps := s.Endpoints("default/echo.default.svc.cluster.local"); len(eps) != 1 || eps[0].GetUid() != "c//Pod/default/echo-1" {
 		t.Fatalf("endpoints: %v", eps)
@@ -74,7 +77,7 @@ func TestAddressesMergeAsDeltas(t *testing.T) {
 	if err := s.Apply(AddressType, nil, []string{"default/echo.default.svc.cluster.local"}); err != nil {
 		t.Fatal(err)
 	}
-	if s.ServiceByVIP(netip.MustParseAddr("10.96.0.20")) != nil {
+	if s.ServiceByVIP(netip.MustParseAddr("10.96.0.20")) != nil || s.ServiceByKey("default/echo.default.svc.cluster.local") != nil {
 		t.Fatal("removed service still resolves")
 	}
 	if s.WorkloadByIP(netip.MustParseAddr("10.244.1.5")) == nil {

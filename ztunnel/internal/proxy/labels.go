@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/ambient-mesh/mesh/pkg/workloadapi"
+	"github.com/ambient-mesh/mesh/ztunnel/internal/metrics"
+	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
+)
+
+// setSource fills the metric labels that describe the source workload w;
+// with w unknown (nil) it leaves what the caller set.
+func setSource(l *metrics.Labels, w *workloadapi.Workload) {
+	if w == nil {
+		return
+	}
+	l.SourceWorkload = workloadName(w, l.SourceWorkload)
+	l.SourceNamespace = w.GetNamespace()
+	l.SourceCanonicalService = w.GetCanonicalName()
+	l.SourceCanonicalRevision = w.GetCanonicalRevision()
+	l.SourceCluster = w.GetClusterId()
+}
+
+// setDestination is setSource for the destination workload.
+func setDestination(l *metrics.Labels, w *workloadapi.Workload) {
+	if w == nil {
+		return
+	}
+	l.DestinationWorkload = workloadName(w, l.DestinationWorkload)
+	l.DestinationNamespace = w.GetNamespace()
+	l.DestinationCanonicalService = w.GetCanonicalName()
+	l.DestinationCanonicalRevision = w.GetCanonicalRevision()
+	l.DestinationCluster = w.GetClusterId()
+}
+
+// setService fills the destination service labels from svc, if known.
+func setService(l *metrics.Labels, svc *workloadapi.Service) {
+	if svc == nil {
+		return
+	}
+	l.DestinationService = svc.GetHostname()
+	l.DestinationServiceName = svc.GetName()
+	l.DestinationServiceNamespace = svc.GetNamespace()
+}
+
+// inboundService guesses which service an inbound connection came
+// through: the destination sees only its own address and port, so it is
+// the service of w that forwards to that port (by target port, or by
+// service port where the service names no target port). Of several, the
+// first by key, so that a connection always gets the same one; nil if
+// none.
+func inboundService(store *state.Store, w *workloadapi.Workload, port uint16) *workloadapi.Service {
+	var keys []string
+	for key, pl := range w.GetServices() {
+		for _, p := range pl.GetPorts() {
+			if t := p.GetTargetPort(); t == uint32(port) || t == 0 && p.GetServicePort() == uint32(port) {
+				keys = append(keys, key)
+				break
+			}
+		}
+	}
+	slices.Sort(keys)
+	for _, key := range keys {
+		if svc := store.ServiceByKey(key); svc != nil {
+			return svc
+		}
+	}
+	return nil
+}
+
+// authorityPort is the port of an HBONE authority ("ip:port"), 0 if it
+// has none.
+func authorityPort(authority string) uint16 {
+	ap, err := netip.ParseAddrPort(authority)
+	if err != nil {
+		return 0
+	}
+	return ap.Port()
+}
