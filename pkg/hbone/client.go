@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -20,7 +21,25 @@ type ClientConn struct {
 	// limit, if not 0, caps the streams this client opens on the
 	// connection below the server's limit.
 	limit uint32
+	// probe asks the health check to check the connection now.
+	probe chan struct{}
+	times healthTimes
 }
+
+// The health check of client connections. A pooled connection to a peer
+// that vanished without a word (its node died, the network split) would
+// otherwise take new tunnels, and time them out, until TCP gave up on it
+// minutes later. The client sends a PING when a CONNECT goes unanswered for
+// probeAfter, or when nothing arrived for keepaliveIdle; a peer that then
+// sends nothing at all for pingTimeout, not even the ack, ends the
+// connection, and the pool dials a new one. A peer busy sending data
+// whose ack is queued behind it has sent frames, and so counts as alive.
+type healthTimes struct {
+	probeAfter, pingTimeout, keepaliveIdle time.Duration
+}
+
+// defaultHealth is what each new client connection takes (tests shorten it).
+var defaultHealth = healthTimes{probeAfter: time.Second, pingTimeout: 5 * time.Second, keepaliveIdle: 30 * time.Second}
 
 // streamLimitLocked is how many streams the connection may carry; c.mu
 // held.
@@ -49,7 +68,9 @@ func NewClientConn(ctx context.Context, nc net.Conn) (*ClientConn, error) {
 	}
 	select {
 	case <-c.settingsSeen:
-		return &ClientConn{c: c}, nil
+		cc := &ClientConn{c: c, probe: make(chan struct{}, 1), times: defaultHealth}
+		go cc.health()
+		return cc, nil
 	case <-c.done:
 		return nil, c.errOr(ErrConnClosed)
 	case <-ctx.Done():
@@ -119,6 +140,8 @@ func (cc *ClientConn) Open(ctx context.Context, authority string, header map[str
 	}
 	c.wmu.Unlock()
 
+	probe := time.AfterFunc(cc.times.probeAfter, cc.checkSoon)
+	defer probe.Stop()
 	select {
 	case r := <-s.resp:
 		if r.err != nil {
@@ -132,6 +155,74 @@ func (cc *ClientConn) Open(ctx context.Context, authority string, header map[str
 	case <-ctx.Done():
 		_ = s.Close()
 		return nil, ctx.Err()
+	}
+}
+
+// checkSoon asks the health check to check the connection now.
+func (cc *ClientConn) checkSoon() {
+	select {
+	case cc.probe <- struct{}{}:
+	default: // one is due already
+	}
+}
+
+// health checks the connection when asked to, and when nothing arrived
+// for keepaliveIdle, until it ends; it ends it if the peer is gone.
+func (cc *ClientConn) health() {
+	c := cc.c
+	idle := time.NewTimer(cc.times.keepaliveIdle)
+	defer idle.Stop()
+	seen := c.frames.Load()
+	for seq := uint64(1); ; seq++ {
+		select {
+		case <-c.done:
+			return
+		case <-cc.probe:
+		case <-idle.C:
+			if n := c.frames.Load(); n != seen {
+				seen = n
+				idle.Reset(cc.times.keepaliveIdle)
+				continue
+			}
+		}
+		if err := cc.check(seq); err != nil {
+			c.close(err)
+			return
+		}
+		seen = c.frames.Load()
+		idle.Reset(cc.times.keepaliveIdle)
+	}
+}
+
+// check sends a PING and waits for its ack, or for any frame at all, for
+// pingTimeout.
+func (cc *ClientConn) check(seq uint64) error {
+	c := cc.c
+	var data [8]byte
+	binary.BigEndian.PutUint64(data[:], seq)
+	before := c.frames.Load()
+	// Queued, not written here: a write to a peer that stopped reading
+	// would block past the timeout.
+	if err := c.queueControl(func() error { return c.fr.WritePing(false, data) }); err != nil {
+		return err
+	}
+	timeout := time.NewTimer(cc.times.pingTimeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case got := <-c.pingAck:
+			if got == data {
+				return nil
+			}
+			// The ack of an earlier check, late: wait on.
+		case <-c.done:
+			return nil
+		case <-timeout.C:
+			if c.frames.Load() != before {
+				return nil
+			}
+			return fmt.Errorf("hbone: peer sent nothing for %s, not even the ack of a PING", cc.times.pingTimeout)
+		}
 	}
 }
 

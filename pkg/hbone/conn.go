@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -78,6 +79,12 @@ type conn struct {
 	settingsSeen       chan struct{}
 	done               chan struct{}
 
+	// frames counts the frames read, for the client's health check: a
+	// peer that sends anything is alive.
+	frames atomic.Uint64
+	// pingAck receives the payload of each PING ack, for the health check.
+	pingAck chan [8]byte
+
 	// newStream is called, in its own goroutine, for each stream a client
 	// opens on a server.
 	newStream func(*Stream)
@@ -114,6 +121,7 @@ func newConn(nc net.Conn, server bool) *conn {
 		settingsSeen:   make(chan struct{}),
 		done:           make(chan struct{}),
 		ctrlSignal:     make(chan struct{}, 1),
+		pingAck:        make(chan [8]byte, 1),
 	}
 	c.rec, _ = nc.(*TLSConn)
 	c.sendCond = sync.NewCond(&c.mu)
@@ -233,6 +241,7 @@ func (c *conn) readLoop() {
 		if err != nil {
 			break
 		}
+		c.frames.Add(1)
 		if fh.Type == http2.FrameData {
 			// DATA is read here, straight into the stream's buffer,
 			// rather than by the Framer into its own and copied.
@@ -300,6 +309,10 @@ func (c *conn) handleFrame(f http2.Frame) error {
 	case *http2.PingFrame:
 		if !f.IsAck() {
 			return c.queueControl(func() error { return c.fr.WritePing(true, f.Data) })
+		}
+		select {
+		case c.pingAck <- f.Data:
+		default: // nobody waits for it: unsolicited, or late
 		}
 	case *http2.GoAwayFrame:
 		c.mu.Lock()
