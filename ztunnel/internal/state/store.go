@@ -45,6 +45,13 @@ type Store struct {
 	// byKey holds services by "namespace/hostname", the key a workload's
 	// services map uses.
 	byKey map[string]*workloadapi.Service
+	// members holds, by service key, the workloads (by resource name)
+	// whose services map names it; endpoints the healthy ones among them,
+	// sorted by UID, kept up to date as workloads change so that an
+	// outbound connection finds its endpoints without a scan of every
+	// workload.
+	members   map[string]map[string]*workloadapi.Workload
+	endpoints map[string][]*workloadapi.Workload
 
 	// Warn, if set, is told of a resource applied with a reservation,
 	// such as a policy holding fields this ztunnel does not know.
@@ -62,6 +69,8 @@ func New() *Store {
 		byIP:        map[netip.Addr]*workloadapi.Workload{},
 		byVIP:       map[netip.Addr]*workloadapi.Service{},
 		byKey:       map[string]*workloadapi.Service{},
+		members:     map[string]map[string]*workloadapi.Workload{},
+		endpoints:   map[string][]*workloadapi.Workload{},
 	}
 }
 
@@ -118,6 +127,13 @@ func (s *Store) removeLocked(typeURL, name string) {
 				}
 			}
 			delete(s.workloads, name)
+			for key := range w.GetServices() {
+				delete(s.members[key], name)
+				if len(s.members[key]) == 0 {
+					delete(s.members, key)
+				}
+				s.refreshEndpointsLocked(key)
+			}
 		}
 		if svc, ok := s.services[name]; ok {
 			for _, a := range svc.GetAddresses() {
@@ -151,6 +167,13 @@ func (s *Store) applyAddressLocked(r Resource) error {
 		for _, a := range t.Workload.GetAddresses() {
 			ip, _ := netip.AddrFromSlice(a)
 			s.byIP[ip.Unmap()] = t.Workload
+		}
+		for key := range t.Workload.GetServices() {
+			if s.members[key] == nil {
+				s.members[key] = map[string]*workloadapi.Workload{}
+			}
+			s.members[key][r.Name] = t.Workload
+			s.refreshEndpointsLocked(key)
 		}
 	case *workloadapi.Address_Service:
 		if err := validateService(t.Service); err != nil {
@@ -253,18 +276,29 @@ func serviceKey(svc *workloadapi.Service) string {
 }
 
 // Endpoints returns the workloads behind a service ("namespace/hostname"),
-// healthy ones only, in a stable order.
+// healthy ones only, in a stable order. The slice is shared: callers must
+// not modify it.
 func (s *Store) Endpoints(serviceKey string) []*workloadapi.Workload {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	return s.endpoints[serviceKey]
+}
+
+// refreshEndpointsLocked recomputes the healthy endpoints of one service
+// from its members, into a new slice (readers may hold the old one).
+func (s *Store) refreshEndpointsLocked(key string) {
 	var out []*workloadapi.Workload
-	for _, w := range s.workloads {
-		if _, ok := w.GetServices()[serviceKey]; ok && w.GetStatus() == workloadapi.WorkloadStatus_HEALTHY {
+	for _, w := range s.members[key] {
+		if w.GetStatus() == workloadapi.WorkloadStatus_HEALTHY {
 			out = append(out, w)
 		}
 	}
+	if len(out) == 0 {
+		delete(s.endpoints, key)
+		return
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].GetUid() < out[j].GetUid() })
-	return out
+	s.endpoints[key] = out
 }
 
 // PoliciesFor returns the authorization policies that apply to a workload

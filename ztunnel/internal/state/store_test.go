@@ -148,3 +148,55 @@ func TestPoliciesApplyByScope(t *testing.T) {
 		t.Fatalf("bad policy: %v", err)
 	}
 }
+
+// Endpoints follow every change of the workloads behind a service: a new
+// healthy member, one turning unhealthy or healthy, one leaving the service
+// or moving to another, one removed; always sorted by UID.
+func TestEndpointsFollowWorkloadChanges(t *testing.T) {
+	s := New()
+	const a, b = "default/a.default.svc.cluster.local", "default/b.default.svc.cluster.local"
+	apply := func(uid string, status workloadapi.WorkloadStatus, services ...string) {
+		t.Helper()
+		if err := s.Apply(AddressType, []Resource{{Name: uid, Version: "1", Body: pack(t, workload(uid, "10.244.0."+uid[len(uid)-1:], status, services...))}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uids := func(key string) string {
+		var out []string
+		for _, w := range s.Endpoints(key) {
+			out = append(out, w.GetUid())
+		}
+		return strings.Join(out, ",")
+	}
+	expect := func(what, key, want string) {
+		t.Helper()
+		if got := uids(key); got != want {
+			t.Fatalf("%s: endpoints of %s are [%s], want [%s]", what, key, got, want)
+		}
+	}
+	apply("w3", workloadapi.WorkloadStatus_HEALTHY, a)
+	apply("w1", workloadapi.WorkloadStatus_HEALTHY, a, b)
+	apply("w2", workloadapi.WorkloadStatus_UNHEALTHY, a)
+	expect("added", a, "w1,w3")
+	expect("added", b, "w1")
+	held := s.Endpoints(a)
+	apply("w2", workloadapi.WorkloadStatus_HEALTHY, a)
+	expect("turned healthy", a, "w1,w2,w3")
+	if len(held) != 2 {
+		t.Fatalf("a slice handed out earlier changed under its reader: %d entries", len(held))
+	}
+	apply("w1", workloadapi.WorkloadStatus_UNHEALTHY, a, b)
+	expect("turned unhealthy", a, "w2,w3")
+	expect("turned unhealthy", b, "")
+	apply("w3", workloadapi.WorkloadStatus_HEALTHY, b)
+	expect("moved to b", a, "w2")
+	expect("moved to b", b, "w3")
+	if err := s.Apply(AddressType, nil, []string{"w2", "w3"}); err != nil {
+		t.Fatal(err)
+	}
+	expect("removed", a, "")
+	expect("removed", b, "")
+	if len(s.members) != 2 || len(s.endpoints) != 0 {
+		t.Fatalf("index keeps %d services' members (want w1's two), %d endpoint lists", len(s.members), len(s.endpoints))
+	}
+}
