@@ -172,14 +172,14 @@ func (cc *ClientConn) health() {
 	c := cc.c
 	idle := time.NewTimer(cc.times.keepaliveIdle)
 	defer idle.Stop()
-	seen := c.frames.Load()
+	seen := c.received.Load()
 	for seq := uint64(1); ; seq++ {
 		select {
 		case <-c.done:
 			return
 		case <-cc.probe:
 		case <-idle.C:
-			if n := c.frames.Load(); n != seen {
+			if n := c.received.Load(); n != seen {
 				seen = n
 				idle.Reset(cc.times.keepaliveIdle)
 				continue
@@ -189,7 +189,7 @@ func (cc *ClientConn) health() {
 			c.close(err)
 			return
 		}
-		seen = c.frames.Load()
+		seen = c.received.Load()
 		idle.Reset(cc.times.keepaliveIdle)
 	}
 }
@@ -200,7 +200,7 @@ func (cc *ClientConn) check(seq uint64) error {
 	c := cc.c
 	var data [8]byte
 	binary.BigEndian.PutUint64(data[:], seq)
-	before := c.frames.Load()
+	before := c.received.Load()
 	// Queued, not written here: a write to a peer that stopped reading
 	// would block past the timeout.
 	if err := c.queueControl(func() error { return c.fr.WritePing(false, data) }); err != nil {
@@ -218,7 +218,7 @@ func (cc *ClientConn) check(seq uint64) error {
 		case <-c.done:
 			return nil
 		case <-timeout.C:
-			if c.frames.Load() != before {
+			if c.received.Load() != before {
 				return nil
 			}
 			return fmt.Errorf("hbone: peer sent nothing for %s, not even the ack of a PING", cc.times.pingTimeout)

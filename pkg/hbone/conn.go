@@ -79,9 +79,11 @@ type conn struct {
 	settingsSeen       chan struct{}
 	done               chan struct{}
 
-	// frames counts the frames read, for the client's health check: a
-	// peer that sends anything is alive.
-	frames atomic.Uint64
+	// rd is nc for every read of the connection, counting the bytes into
+	// received for the client's health check: a peer that sends anything
+	// is alive, even while a large frame is still arriving.
+	rd       progressReader
+	received atomic.Uint64
 	// pingAck receives the payload of each PING ack, for the health check.
 	pingAck chan [8]byte
 
@@ -124,8 +126,9 @@ func newConn(nc net.Conn, server bool) *conn {
 		pingAck:        make(chan [8]byte, 1),
 	}
 	c.rec, _ = nc.(*TLSConn)
+	c.rd = progressReader{r: nc, n: &c.received}
 	c.sendCond = sync.NewCond(&c.mu)
-	c.fr = http2.NewFramer(nc, nc)
+	c.fr = http2.NewFramer(nc, &c.rd)
 	c.fr.SetMaxReadFrameSize(maxReadFrame)
 	// Frames are handled before the next is read, so their structs can be
 	// reused: no allocation per DATA frame.
@@ -241,7 +244,6 @@ func (c *conn) readLoop() {
 		if err != nil {
 			break
 		}
-		c.frames.Add(1)
 		if fh.Type == http2.FrameData {
 			// DATA is read here, straight into the stream's buffer,
 			// rather than by the Framer into its own and copied.
@@ -364,7 +366,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		var b [1]byte
-		if _, err := io.ReadFull(c.nc, b[:]); err != nil {
+		if _, err := io.ReadFull(&c.rd, b[:]); err != nil {
 			return err
 		}
 		pad = int(b[0])
@@ -392,7 +394,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 		// window: the bytes are dropped.
 		overrun := s != nil && !s.recvEOF
 		c.mu.Unlock()
-		if _, err := io.CopyN(io.Discard, c.nc, int64(size+pad)); err != nil {
+		if _, err := io.CopyN(io.Discard, &c.rd, int64(size+pad)); err != nil {
 			return err
 		}
 		if inc > 0 {
@@ -433,7 +435,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 		bp := scratchBufs.Get().(*[]byte)
 		defer scratchBufs.Put(bp)
 		data := (*bp)[:size]
-		if _, err := io.ReadFull(c.nc, data); err != nil {
+		if _, err := io.ReadFull(&c.rd, data); err != nil {
 			return err
 		}
 		c.mu.Lock()
@@ -468,7 +470,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 		c.mu.Unlock()
 		var err error
 		for _, d := range room {
-			if _, err = io.ReadFull(c.nc, d); err != nil {
+			if _, err = io.ReadFull(&c.rd, d); err != nil {
 				break
 			}
 		}
@@ -483,7 +485,7 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 	}
 	if pad > 0 {
 		c.mu.Unlock()
-		if _, err := io.CopyN(io.Discard, c.nc, int64(pad)); err != nil {
+		if _, err := io.CopyN(io.Discard, &c.rd, int64(pad)); err != nil {
 			return err
 		}
 		c.mu.Lock()
@@ -679,10 +681,13 @@ func (c *conn) resetStream(id uint32, code http2.ErrCode, err error) error {
 	return c.queueControl(func() error { return c.fr.WriteRSTStream(id, code) })
 }
 
-// maybeForgetLocked drops a stream from the connection once both
-// directions have ended or it was reset.
+// maybeForgetLocked drops a stream from the connection once it was reset,
+// or both directions have ended and its reader took every byte. Until
+// then it counts against the stream limit: an ended stream whose buffer
+// nobody reads still holds memory, and the connection's credit no longer
+// bounds that (see connWindow).
 func (c *conn) maybeForgetLocked(s *Stream) {
-	if s.reset != nil || (s.recvEOF && s.sentEnd) {
+	if s.reset != nil || (s.recvEOF && s.sentEnd && s.rx.n == 0) {
 		if _, ok := c.streams[s.id]; ok {
 			delete(c.streams, s.id)
 			if len(c.streams) == 0 {
@@ -704,11 +709,13 @@ func (c *conn) close(err error) {
 		err = ErrConnClosed
 	}
 	c.err = err
+	// Done first: whoever learns of the end from a stream finds the
+	// connection ended too.
+	close(c.done)
 	for _, s := range c.streams {
 		s.resetLocked(err)
 	}
 	c.sendCond.Broadcast()
-	close(c.done)
 	c.mu.Unlock()
 	_ = c.nc.Close()
 }
@@ -754,4 +761,16 @@ func (c *conn) writeHeadersLocked(id uint32, endStream bool, fields []hpack.Head
 		}
 	}
 	return nil
+}
+
+// progressReader counts the bytes read through it.
+type progressReader struct {
+	r io.Reader
+	n *atomic.Uint64
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n.Add(uint64(n))
+	return n, err
 }

@@ -193,6 +193,9 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			s.rcond.Broadcast()
 		}
 		inc := s.creditLocked(n)
+		if s.recvEOF {
+			c.maybeForgetLocked(s)
+		}
 		if werr != nil {
 			s.sink, s.sinkWaiting = nil, false
 		}

@@ -18,6 +18,7 @@ type freezer struct {
 	mu     sync.Mutex
 	frozen bool
 	thaw   chan struct{}
+	rate   int // bytes per second each way, if not 0: a slow link
 }
 
 func newFreezer(t *testing.T, upstream string) *freezer {
@@ -67,13 +68,23 @@ func newFreezer(t *testing.T, upstream string) *freezer {
 func (f *freezer) pipe(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := src.Read(buf)
+		f.mu.Lock()
+		rate := f.rate
+		f.mu.Unlock()
+		chunk := buf
+		if rate > 0 {
+			chunk = buf[:min(len(buf), max(rate/50, 1))]
+		}
+		n, err := src.Read(chunk)
 		f.mu.Lock()
 		thaw := f.thaw
 		frozen := f.frozen
 		f.mu.Unlock()
 		if frozen {
 			<-thaw // the bytes read are held, not lost
+		}
+		if rate > 0 && n > 0 {
+			time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
 		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -98,6 +109,12 @@ func (f *freezer) setFrozen(frozen bool) {
 		f.thaw = make(chan struct{})
 	}
 	f.frozen = frozen
+}
+
+func (f *freezer) setRate(bytesPerSecond int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rate = bytesPerSecond
 }
 
 // quickHealth shortens the health check's times for a test.
@@ -187,5 +204,100 @@ func TestSlowAnswerKeepsConnection(t *testing.T) {
 	case <-cc.Done():
 		t.Fatal("the connection to a slow but live peer was ended")
 	default:
+	}
+}
+
+// TestSlowLinkKeepsConnection: over a link so slow that one 256 KiB DATA
+// frame takes longer to arrive than the check waits for its PING's ack,
+// bytes still arrive, so the peer is alive and keeps its connection.
+func TestSlowLinkKeepsConnection(t *testing.T) {
+	quickHealth(t, time.Hour, time.Second, 200*time.Millisecond)
+	cli, srv := tlsPair(t)
+	addr := listen(t, srv, func(s *Stream) {
+		defer s.Close()
+		_ = s.Respond(200)
+		buf := make([]byte, maxWriteFrame)
+		for {
+			if _, err := s.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	f := newFreezer(t, addr)
+	cc := dial(t, cli, f.addr)
+	s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const rate = 100 << 10 // a 256 KiB frame takes 2.5 s, the check waits 1 s
+	f.setRate(rate)
+	got := make(chan int64, 1)
+	go func() {
+		n, _ := io.Copy(io.Discard, s)
+		got <- n
+	}()
+	select {
+	case <-cc.Done():
+		t.Fatalf("a connection receiving %d KiB/s was ended as dead: %v", rate>>10, cc.c.errOr(nil))
+	case <-time.After(4 * time.Second):
+	}
+	f.setRate(0)
+	s.Close()
+	if n := <-got; n == 0 {
+		t.Fatal("no byte arrived over the slow link")
+	}
+}
+
+// TestEndedUnreadStreamsCountAgainstTheLimit: a stream that ended both
+// ways but whose bytes nobody has read still holds its buffer, so it
+// still counts against the connection's stream limit (which, with the
+// stream window, bounds what a connection buffers); read to the end, it
+// leaves room for another.
+func TestEndedUnreadStreamsCountAgainstTheLimit(t *testing.T) {
+	cli, srv := tlsPair(t)
+	addr := listen(t, srv, func(s *Stream) {
+		defer s.Close()
+		_ = s.Respond(200)
+		_, _ = s.Write(make([]byte, 64<<10))
+		_ = s.CloseWrite()
+		_, _ = io.Copy(io.Discard, s)
+	})
+	cc := dial(t, cli, addr)
+	var streams []*Stream
+	for i := 0; i < MaxConcurrentStreams; i++ {
+		s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		defer s.Close()
+		if err := s.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, s)
+	}
+	ended := func() (n int) {
+		cc.c.mu.Lock()
+		defer cc.c.mu.Unlock()
+		for _, s := range streams {
+			if s.recvEOF && s.sentEnd {
+				n++
+			}
+		}
+		return n
+	}
+	for deadline := time.Now().Add(20 * time.Second); ended() < len(streams); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d streams ended both ways", ended(), len(streams))
+		}
+	}
+	if cc.Usable() {
+		t.Fatalf("%d ended streams hold %d KiB unread, yet the connection takes more", len(streams), len(streams)*64)
+	}
+	if _, err := io.Copy(io.Discard, streams[0]); err != nil {
+		t.Fatal(err)
+	}
+	if !cc.Usable() {
+		t.Fatal("a stream read to its end still counts against the limit")
 	}
 }

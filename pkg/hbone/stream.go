@@ -117,6 +117,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 	n := s.rx.read(p)
 	inc := s.creditLocked(n)
+	if s.recvEOF {
+		c.maybeForgetLocked(s)
+	}
 	c.mu.Unlock()
 	s.sendCredit(inc)
 	return n, nil

@@ -52,6 +52,10 @@ type Store struct {
 	// workload.
 	members   map[string]map[string]*workloadapi.Workload
 	endpoints map[string][]*workloadapi.Workload
+	// stale names the services whose members changed during the current
+	// Apply; their endpoints are rebuilt once, at its end, so that a push
+	// of n endpoints of one service costs one sort, not n.
+	stale map[string]struct{}
 
 	// Warn, if set, is told of a resource applied with a reservation,
 	// such as a policy holding fields this ztunnel does not know.
@@ -71,6 +75,7 @@ func New() *Store {
 		byKey:       map[string]*workloadapi.Service{},
 		members:     map[string]map[string]*workloadapi.Workload{},
 		endpoints:   map[string][]*workloadapi.Workload{},
+		stale:       map[string]struct{}{},
 	}
 }
 
@@ -92,6 +97,7 @@ func (s *Store) Apply(typeURL string, updated []Resource, removed []string) erro
 	var errs []error
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.refreshEndpointsLocked()
 	vers, ok := s.versions[typeURL]
 	if !ok {
 		return fmt.Errorf("unknown resource type %s", typeURL)
@@ -132,7 +138,7 @@ func (s *Store) removeLocked(typeURL, name string) {
 				if len(s.members[key]) == 0 {
 					delete(s.members, key)
 				}
-				s.refreshEndpointsLocked(key)
+				s.stale[key] = struct{}{}
 			}
 		}
 		if svc, ok := s.services[name]; ok {
@@ -173,7 +179,7 @@ func (s *Store) applyAddressLocked(r Resource) error {
 				s.members[key] = map[string]*workloadapi.Workload{}
 			}
 			s.members[key][r.Name] = t.Workload
-			s.refreshEndpointsLocked(key)
+			s.stale[key] = struct{}{}
 		}
 	case *workloadapi.Address_Service:
 		if err := validateService(t.Service); err != nil {
@@ -284,21 +290,25 @@ func (s *Store) Endpoints(serviceKey string) []*workloadapi.Workload {
 	return s.endpoints[serviceKey]
 }
 
-// refreshEndpointsLocked recomputes the healthy endpoints of one service
-// from its members, into a new slice (readers may hold the old one).
-func (s *Store) refreshEndpointsLocked(key string) {
-	var out []*workloadapi.Workload
-	for _, w := range s.members[key] {
-		if w.GetStatus() == workloadapi.WorkloadStatus_HEALTHY {
-			out = append(out, w)
+// refreshEndpointsLocked recomputes the healthy endpoints of the services
+// whose members changed, each into a new slice (readers may hold the old
+// one).
+func (s *Store) refreshEndpointsLocked() {
+	for key := range s.stale {
+		delete(s.stale, key)
+		var out []*workloadapi.Workload
+		for _, w := range s.members[key] {
+			if w.GetStatus() == workloadapi.WorkloadStatus_HEALTHY {
+				out = append(out, w)
+			}
 		}
+		if len(out) == 0 {
+			delete(s.endpoints, key)
+			continue
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].GetUid() < out[j].GetUid() })
+		s.endpoints[key] = out
 	}
-	if len(out) == 0 {
-		delete(s.endpoints, key)
-		return
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetUid() < out[j].GetUid() })
-	s.endpoints[key] = out
 }
 
 // PoliciesFor returns the authorization policies that apply to a workload

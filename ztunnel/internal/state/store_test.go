@@ -1,6 +1,7 @@
 package state
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -198,5 +199,35 @@ func TestEndpointsFollowWorkloadChanges(t *testing.T) {
 	expect("removed", b, "")
 	if len(s.members) != 2 || len(s.endpoints) != 0 {
 		t.Fatalf("index keeps %d services' members (want w1's two), %d endpoint lists", len(s.members), len(s.endpoints))
+	}
+}
+
+// BenchmarkApplyServiceEndpoints: one push of every endpoint of one large
+// service (first sync, or istiod reconnecting). Its cost per endpoint
+// should not grow with the service's size.
+func BenchmarkApplyServiceEndpoints(b *testing.B) {
+	for _, n := range []int{1000, 8000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var rs []Resource
+			for i := range n {
+				uid := fmt.Sprintf("c//Pod/default/big-%d", i)
+				addr := netip.AddrFrom4([4]byte{10, 245, byte(i >> 8), byte(i)}).String()
+				a, err := anypb.New(workload(uid, addr, workloadapi.WorkloadStatus_HEALTHY, "default/big.default.svc.cluster.local"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				rs = append(rs, Resource{Name: uid, Version: "1", Body: a})
+			}
+			for b.Loop() {
+				s := New()
+				if err := s.Apply(AddressType, rs, nil); err != nil {
+					b.Fatal(err)
+				}
+				if len(s.Endpoints("default/big.default.svc.cluster.local")) != n {
+					b.Fatal("endpoints missing")
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/endpoint")
+		})
 	}
 }
