@@ -12,21 +12,8 @@ import (
 // Labels describe one connection, as Istio labels TCP metrics. Empty
 // values are reported as "unknown".
 type Labels struct {
-	Reporter string // "source" or "destination"
-
-	SourceWorkload          string
-	SourceNamespace         string
-	SourcePrincipal         string
-	SourceCanonicalService  string // also source_app, as Istio's ztunnel reports it
-	SourceCanonicalRevision string // also source_version
-	SourceCluster           string
-
-	DestinationWorkload          string
-	DestinationNamespace         string
-	DestinationPrincipal         string
-	DestinationCanonicalService  string // also destination_app
-	DestinationCanonicalRevision string // also destination_version
-	DestinationCluster           string
+	Reporter            string // "source" or "destination"
+	Source, Destination Peer
 
 	// DestinationService is the service's hostname; the name and
 	// namespace are the Kubernetes Service's.
@@ -42,33 +29,56 @@ type Labels struct {
 	ResponseFlags string
 }
 
-var labelNames = []string{
-	"reporter",
-	"source_workload", "source_workload_namespace", "source_principal",
-	"source_canonical_service", "source_canonical_revision", "source_app", "source_version", "source_cluster",
-	"destination_workload", "destination_workload_namespace", "destination_principal",
-	"destination_canonical_service", "destination_canonical_revision", "destination_app", "destination_version", "destination_cluster",
-	"destination_service", "destination_service_name", "destination_service_namespace",
-	"request_protocol", "connection_security_policy", "response_flags",
+// Peer is one end of a connection.
+type Peer struct {
+	Workload          string
+	Namespace         string
+	Principal         string
+	CanonicalService  string // also reported as the app, as Istio's ztunnel does
+	CanonicalRevision string // also reported as the version
+	Cluster           string
+}
+
+// peerLabels are a Peer's label names after "source_" or "destination_".
+var peerLabels = []string{"workload", "workload_namespace", "principal", "canonical_service", "canonical_revision", "app", "version", "cluster"}
+
+var labelNames = func() []string {
+	names := []string{"reporter"}
+	for _, end := range []string{"source_", "destination_"} {
+		for _, l := range peerLabels {
+			names = append(names, end+l)
+		}
+	}
+	return append(names,
+		"destination_service", "destination_service_name", "destination_service_namespace",
+		"request_protocol", "connection_security_policy", "response_flags")
+}()
+
+func unknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func (p Peer) values() []string {
+	return []string{
+		unknown(p.Workload), unknown(p.Namespace), unknown(p.Principal),
+		unknown(p.CanonicalService), unknown(p.CanonicalRevision), unknown(p.CanonicalService), unknown(p.CanonicalRevision),
+		unknown(p.Cluster),
+	}
 }
 
 func (l Labels) values() []string {
-	or := func(s, def string) string {
-		if s == "" {
-			return def
-		}
-		return s
+	flags := l.ResponseFlags
+	if flags == "" {
+		flags = "-"
 	}
-	u := func(s string) string { return or(s, "unknown") }
-	return []string{
-		l.Reporter,
-		u(l.SourceWorkload), u(l.SourceNamespace), u(l.SourcePrincipal),
-		u(l.SourceCanonicalService), u(l.SourceCanonicalRevision), u(l.SourceCanonicalService), u(l.SourceCanonicalRevision), u(l.SourceCluster),
-		u(l.DestinationWorkload), u(l.DestinationNamespace), u(l.DestinationPrincipal),
-		u(l.DestinationCanonicalService), u(l.DestinationCanonicalRevision), u(l.DestinationCanonicalService), u(l.DestinationCanonicalRevision), u(l.DestinationCluster),
-		u(l.DestinationService), u(l.DestinationServiceName), u(l.DestinationServiceNamespace),
-		"tcp", u(l.SecurityPolicy), or(l.ResponseFlags, "-"),
-	}
+	v := append([]string{l.Reporter}, l.Source.values()...)
+	v = append(v, l.Destination.values()...)
+	return append(v,
+		unknown(l.DestinationService), unknown(l.DestinationServiceName), unknown(l.DestinationServiceNamespace),
+		"tcp", unknown(l.SecurityPolicy), flags)
 }
 
 // Metrics is ztunnel's registry: four counters per label set, and the

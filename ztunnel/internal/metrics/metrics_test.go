@@ -27,18 +27,18 @@ func scrape(t *testing.T, m *Metrics) string {
 func TestIstioNamesAndLabels(t *testing.T) {
 	m := New("1.0.0-dev")
 	l := Labels{
-		Reporter:       "destination",
-		SourceWorkload: "sleep", SourceNamespace: "foo", SourcePrincipal: "spiffe://cluster.local/ns/foo/sa/sleep",
-		SourceCanonicalService: "sleep", SourceCanonicalRevision: "v1", SourceCluster: "Kubernetes",
-		DestinationWorkload: "echo-v2", DestinationNamespace: "foo", DestinationPrincipal: "spiffe://cluster.local/ns/foo/sa/echo",
-		DestinationCanonicalService: "echo", DestinationCanonicalRevision: "v2", DestinationCluster: "Kubernetes",
+		Reporter: "destination",
+		Source: Peer{Workload: "sleep", Namespace: "foo", Principal: "spiffe://cluster.local/ns/foo/sa/sleep",
+			CanonicalService: "sleep", CanonicalRevision: "v1", Cluster: "Kubernetes"},
+		Destination: Peer{Workload: "echo-v2", Namespace: "foo", Principal: "spiffe://cluster.local/ns/foo/sa/echo",
+			CanonicalService: "echo", CanonicalRevision: "v2", Cluster: "Kubernetes"},
 		DestinationService: "echo.foo.svc.cluster.local", DestinationServiceName: "echo", DestinationServiceNamespace: "foo",
 		SecurityPolicy: "mutual_tls",
 	}
 	m.Opened(l)
 	m.Closed(l, 1200, 3400)
 	denied := l
-	denied.SourcePrincipal, denied.ResponseFlags = "spiffe://cluster.local/ns/bar/sa/curl", "DENY"
+	denied.Source.Principal, denied.ResponseFlags = "spiffe://cluster.local/ns/bar/sa/curl", "DENY"
 	m.Opened(denied)
 	m.Closed(denied, 0, 0)
 
@@ -83,7 +83,7 @@ func TestUnknownLabelsArePlaintextDefaults(t *testing.T) {
 // back with every value, including label values that need escaping.
 func TestExpositionParses(t *testing.T) {
 	m := New(`v1 "quoted"`)
-	odd := Labels{Reporter: "source", SourceWorkload: "a\\b", DestinationService: `say "hi"`, DestinationWorkload: "two\nlines"}
+	odd := Labels{Reporter: "source", Source: Peer{Workload: "a\\b"}, DestinationService: `say "hi"`, Destination: Peer{Workload: "two\nlines"}}
 	m.Opened(odd)
 	m.Opened(odd)
 	m.Closed(odd, 7, 9)

@@ -30,10 +30,10 @@ func (r *accessRecord) attrs(l metrics.Labels) []any {
 		"direction", r.dir,
 		"pod", r.pod.name(),
 		"src", r.src.String(),
-		"src_workload", l.SourceWorkload,
-		"src_identity", l.SourcePrincipal,
-		"dst_workload", l.DestinationWorkload,
-		"dst_identity", l.DestinationPrincipal,
+		"src_workload", l.Source.Workload,
+		"src_identity", l.Source.Principal,
+		"dst_workload", l.Destination.Workload,
+		"dst_identity", l.Destination.Principal,
 		"duration_ms", time.Since(r.start).Milliseconds(),
 	}
 	if r.dst.IsValid() {

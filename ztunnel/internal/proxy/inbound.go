@@ -27,8 +27,7 @@ func (pd *pod) hbone(c net.Conn) {
 	if err != nil {
 		c.Close()
 		p.cfg.Log.Warn("inbound: TLS handshake failed", "pod", pd.name(), "src", src.String(), "error", err)
-		p.refused(metrics.Labels{Reporter: "destination", SecurityPolicy: "mutual_tls", ResponseFlags: flagDeny,
-			DestinationWorkload: pd.info.GetName(), DestinationNamespace: pd.info.GetNamespace(), DestinationPrincipal: pd.id.String()})
+		p.refused(metrics.Labels{Reporter: "destination", SecurityPolicy: "mutual_tls", ResponseFlags: flagDeny, Destination: pd.peerLabels()})
 		return
 	}
 	peer, err := inbound.PeerIdentity(tc.ConnectionState())
@@ -74,20 +73,14 @@ func (pd *pod) reportInbound(r inbound.Report) {
 
 func (pd *pod) inboundLabels(r *inbound.Report) metrics.Labels {
 	store := pd.p.cfg.Store
-	l := metrics.Labels{
-		Reporter:             "destination",
-		DestinationWorkload:  pd.info.GetName(),
-		DestinationNamespace: pd.info.GetNamespace(),
-		SecurityPolicy:       "mutual_tls",
-	}
-	setSource(&l, store.WorkloadByIP(r.Src.Addr()))
+	l := metrics.Labels{Reporter: "destination", Destination: pd.peerLabels(), SecurityPolicy: "mutual_tls"}
+	describe(&l.Source, store.WorkloadByIP(r.Src.Addr()))
 	// The peer's certificate, not its address, says who it is.
-	l.SourceNamespace, l.SourcePrincipal = r.Peer.Namespace, r.Peer.String()
+	l.Source.Namespace, l.Source.Principal = r.Peer.Namespace, r.Peer.String()
 	if r.Workload != nil {
-		setDestination(&l, r.Workload)
+		describe(&l.Destination, r.Workload)
 		setService(&l, inboundService(store, r.Workload, authorityPort(r.Authority)))
 	}
-	l.DestinationPrincipal = pd.id.String()
 	return l
 }
 
@@ -104,14 +97,8 @@ func (pd *pod) plaintext(c net.Conn) {
 	dst, err := socket.OriginalDst(down)
 	rec := accessRecord{dir: "inbound_plaintext", pod: pd, src: src, dst: dst, start: start}
 	// Without a peer identity the source is known only by its address.
-	l := metrics.Labels{
-		Reporter:             "destination",
-		DestinationWorkload:  pd.info.GetName(),
-		DestinationNamespace: pd.info.GetNamespace(),
-		DestinationPrincipal: pd.id.String(),
-		SecurityPolicy:       "unknown",
-	}
-	setSource(&l, p.cfg.Store.WorkloadByIP(src.Addr()))
+	l := metrics.Labels{Reporter: "destination", Destination: pd.peerLabels(), SecurityPolicy: "unknown"}
+	describe(&l.Source, p.cfg.Store.WorkloadByIP(src.Addr()))
 	if err != nil || pd.isOwnListener(dst) || !pd.hasIP(dst.Addr()) {
 		// Only connections to the pod's own address are the pod's to take.
 		rec.reason = "destination is not this pod"
@@ -133,7 +120,7 @@ func (pd *pod) plaintext(c net.Conn) {
 		rec.fail(l, flagDeny, nil)
 		return
 	}
-	setDestination(&l, w)
+	describe(&l.Destination, w)
 	setService(&l, inboundService(p.cfg.Store, w, dst.Port()))
 	d := authz.Decide(p.cfg.Store.PoliciesFor(w.GetNamespace(), w.GetAuthorizationPolicies()), authz.Conn{Src: src, Dst: dst})
 	rec.policy, rec.dryRun = d.Policy, d.DryRun

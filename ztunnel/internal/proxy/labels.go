@@ -9,29 +9,17 @@ import (
 	"github.com/ambient-mesh/mesh/ztunnel/internal/state"
 )
 
-// setSource fills the metric labels that describe the source workload w;
-// with w unknown (nil) it leaves what the caller set.
-func setSource(l *metrics.Labels, w *workloadapi.Workload) {
+// describe fills the labels of one end of a connection from its workload
+// w; with w unknown (nil) it leaves what the caller set.
+func describe(p *metrics.Peer, w *workloadapi.Workload) {
 	if w == nil {
 		return
 	}
-	l.SourceWorkload = workloadName(w, l.SourceWorkload)
-	l.SourceNamespace = w.GetNamespace()
-	l.SourceCanonicalService = w.GetCanonicalName()
-	l.SourceCanonicalRevision = w.GetCanonicalRevision()
-	l.SourceCluster = w.GetClusterId()
-}
-
-// setDestination is setSource for the destination workload.
-func setDestination(l *metrics.Labels, w *workloadapi.Workload) {
-	if w == nil {
-		return
-	}
-	l.DestinationWorkload = workloadName(w, l.DestinationWorkload)
-	l.DestinationNamespace = w.GetNamespace()
-	l.DestinationCanonicalService = w.GetCanonicalName()
-	l.DestinationCanonicalRevision = w.GetCanonicalRevision()
-	l.DestinationCluster = w.GetClusterId()
+	p.Workload = workloadName(w, p.Workload)
+	p.Namespace = w.GetNamespace()
+	p.CanonicalService = w.GetCanonicalName()
+	p.CanonicalRevision = w.GetCanonicalRevision()
+	p.Cluster = w.GetClusterId()
 }
 
 // setService fills the destination service labels from svc, if known.
@@ -77,4 +65,10 @@ func authorityPort(authority string) uint16 {
 		return 0
 	}
 	return ap.Port()
+}
+
+// peerLabels describe the pod as one end of its connections, before (or
+// without) its workload from xDS.
+func (pd *pod) peerLabels() metrics.Peer {
+	return metrics.Peer{Workload: pd.info.GetName(), Namespace: pd.info.GetNamespace(), Principal: pd.id.String()}
 }

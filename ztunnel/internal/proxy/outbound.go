@@ -49,13 +49,8 @@ func (pd *pod) outbound(c net.Conn) {
 		return
 	}
 	srcW := p.cfg.Store.WorkloadByIP(src.Addr())
-	labels := metrics.Labels{
-		Reporter:        "source",
-		SourceWorkload:  pd.info.GetName(),
-		SourceNamespace: pd.info.GetNamespace(),
-	}
-	setSource(&labels, srcW)
-	labels.SourcePrincipal = pd.id.String()
+	labels := metrics.Labels{Reporter: "source", Source: pd.peerLabels()}
+	describe(&labels.Source, srcW)
 	rec := accessRecord{dir: "outbound", pod: pd, src: src, dst: dst, start: start}
 	t, err := route.Resolve(p.cfg.Store, srcW, dst, rand.IntN)
 	if err != nil {
@@ -63,7 +58,7 @@ func (pd *pod) outbound(c net.Conn) {
 		rec.fail(labels, flagNoRoute, err)
 		return
 	}
-	setDestination(&labels, t.Workload)
+	describe(&labels.Destination, t.Workload)
 	svc := p.cfg.Store.ServiceByVIP(dst.Addr())
 	setService(&labels, svc)
 	via := "passthrough"
@@ -73,7 +68,7 @@ func (pd *pod) outbound(c net.Conn) {
 			via = "waypoint"
 		}
 		labels.SecurityPolicy = "mutual_tls"
-		labels.DestinationPrincipal = t.Identities[0].String()
+		labels.Destination.Principal = t.Identities[0].String()
 	}
 	rec.via, rec.target = via, t.Dial
 
@@ -104,7 +99,7 @@ func (pd *pod) outbound(c net.Conn) {
 	}
 	defer up.Close()
 	info := ConnInfo{Pod: pd.uid, Direction: "outbound", Src: src.String(), Dst: dst.String(),
-		SrcIdentity: pd.id.String(), DstIdentity: labels.DestinationPrincipal, Via: via, Started: start}
+		SrcIdentity: pd.id.String(), DstIdentity: labels.Destination.Principal, Via: via, Started: start}
 	untrack := p.conns.add(info, false, closers{down, up})
 	p.opened(labels)
 	sent, received := inbound.Relay(down, up)
