@@ -214,7 +214,15 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return fmt.Errorf("install the plugin: %w", err)
 	}
 	log.Info("plugin installed", "conflist", conf)
-	wg.Go(func() { installer.Watch(ctx) })
+	// Watch is stopped, and waited for, before an uninstall: a look of
+	// its after the entry is gone would put it back.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watchDone := make(chan struct{})
+	wg.Go(func() {
+		defer close(watchDone)
+		installer.Watch(watchCtx)
+	})
 
 	ready := &http.Server{Addr: o.readyAddr, ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/readyz" {
@@ -242,6 +250,8 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		}
 	}
 	log.Info("stopping")
+	stopWatch()
+	<-watchDone
 	if owner.uninstalling() {
 		if err := installer.Uninstall(); err != nil {
 			log.Error("uninstall the plugin", "error", err)

@@ -123,6 +123,11 @@ func (in *Installer) Watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		// A select with both ready picks either: once stopped, never look
+		// again (the agent uninstalls right after stopping Watch).
+		if ctx.Err() != nil {
+			return
+		}
 		ok, err := in.installed()
 		if err == nil && ok {
 			lastErr = ""

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -352,4 +353,29 @@ func TestWatchReinserts(t *testing.T) {
 	converted := filepath.Join(netDir, "05-new.conflist")
 	wait("move to the new primary", func() bool { return last(converted) == plugin.Name })
 	wait("leave the old primary", func() bool { return last(path) == "portmap" })
+}
+
+// TestWatchDoesNothingOnceStopped: a Watch whose context has ended takes
+// no further look, even with a tick due. The agent stops its Watch before
+// an uninstall; a look after the entry is gone would put it back, and
+// every new pod on the node would then fail with no agent to serve it.
+func TestWatchDoesNothingOnceStopped(t *testing.T) {
+	in, netDir, _ := newTestInstaller(t)
+	in.cfg.Interval = time.Nanosecond // a tick is due at once, every time
+	path := filepath.Join(netDir, "10-bridge.conflist")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 200 {
+		write(t, path, bridgeConflist, 0o644)
+		if _, err := in.Install(); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.Uninstall(); err != nil {
+			t.Fatal(err)
+		}
+		in.Watch(ctx)
+		if got := types(t, path); slices.Contains(got, plugin.Name) {
+			t.Fatalf("round %d: a stopped Watch put the plugin back: %v", i, got)
+		}
+	}
 }
