@@ -84,8 +84,6 @@ type conn struct {
 	// is alive, even while a large frame is still arriving.
 	rd       progressReader
 	received atomic.Uint64
-	// pingAck receives the payload of each PING ack, for the health check.
-	pingAck chan [8]byte
 
 	// newStream is called, in its own goroutine, for each stream a client
 	// opens on a server.
@@ -123,7 +121,6 @@ func newConn(nc net.Conn, server bool) *conn {
 		settingsSeen:   make(chan struct{}),
 		done:           make(chan struct{}),
 		ctrlSignal:     make(chan struct{}, 1),
-		pingAck:        make(chan [8]byte, 1),
 	}
 	c.rec, _ = nc.(*TLSConn)
 	c.rd = progressReader{r: nc, n: &c.received}
@@ -312,10 +309,6 @@ func (c *conn) handleFrame(f http2.Frame) error {
 		if !f.IsAck() {
 			return c.queueControl(func() error { return c.fr.WritePing(true, f.Data) })
 		}
-		select {
-		case c.pingAck <- f.Data:
-		default: // nobody waits for it: unsolicited, or late
-		}
 	case *http2.GoAwayFrame:
 		c.mu.Lock()
 		c.goingAway = true
@@ -387,7 +380,12 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 	// The connection's credit goes back on arrival, whatever becomes of
 	// the bytes (see connWindow).
 	c.recvUnacked += n
-	inc := c.takeConnCreditLocked()
+	if inc := c.takeConnCreditLocked(); inc > 0 {
+		if err := c.queueControl(func() error { return c.fr.WriteWindowUpdate(0, inc) }); err != nil {
+			c.mu.Unlock()
+			return err
+		}
+	}
 	s := c.streams[fh.StreamID]
 	if s == nil || s.recvEOF || n > s.recvWindow {
 		// A stream that already ended, or a peer past the stream's
@@ -396,11 +394,6 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 		c.mu.Unlock()
 		if _, err := io.CopyN(io.Discard, &c.rd, int64(size+pad)); err != nil {
 			return err
-		}
-		if inc > 0 {
-			if err := c.queueControl(func() error { return c.fr.WriteWindowUpdate(0, inc) }); err != nil {
-				return err
-			}
 		}
 		if overrun {
 			return c.resetStream(fh.StreamID, http2.ErrCodeFlowControl, errors.New("hbone: peer overran the stream window"))
@@ -414,12 +407,6 @@ func (c *conn) readDataFrame(fh http2.FrameHeader) error {
 	// Padding is never read, so its stream credit goes back with the
 	// next batch.
 	s.unacked += n - int32(size)
-	if inc > 0 {
-		if err := c.queueControl(func() error { return c.fr.WriteWindowUpdate(0, inc) }); err != nil {
-			c.mu.Unlock()
-			return err
-		}
-	}
 
 	// Whether the payload reached the stream's buffer, for Read or WriteTo
 	// to wake up to.

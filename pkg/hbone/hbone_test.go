@@ -732,14 +732,7 @@ func TestBulkLeavesNoBufferBehind(t *testing.T) {
 	for range conns {
 		ccs = append(ccs, dial(t, cli, addr))
 	}
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
-	before := heap()
+	before := heapAfterGC()
 	chunk := make([]byte, 1<<20)
 	for i, cc := range ccs {
 		s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
@@ -761,7 +754,7 @@ func TestBulkLeavesNoBufferBehind(t *testing.T) {
 		s.Close()
 	}
 	chunk = nil
-	after := heap()
+	after := heapAfterGC()
 	grown := int64(after) - int64(before)
 	t.Logf("heap grew by %d KiB over %d connections after 1 MiB each", grown>>10, conns)
 	if limit := int64(conns) * 128 << 10; grown > limit {
@@ -1028,14 +1021,6 @@ func TestIdleSendersHoldNoBuffer(t *testing.T) {
 		}
 	})
 	cc := dial(t, cli, addr)
-	heap := func() uint64 {
-		// Twice: pooled buffers survive one collection.
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapAlloc
-	}
 	var peers []net.Conn
 	for range tunnels {
 		s, err := cc.Open(context.Background(), "10.0.0.1:80", nil)
@@ -1047,7 +1032,7 @@ func TestIdleSendersHoldNoBuffer(t *testing.T) {
 		go func() { _, _ = s.ReadFrom(app) }()
 		peers = append(peers, peer)
 	}
-	before := heap()
+	before := heapAfterGC()
 	for _, p := range peers {
 		go func() { _, _ = p.Write(make([]byte, bulk)) }()
 	}
@@ -1059,8 +1044,18 @@ func TestIdleSendersHoldNoBuffer(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	after := heap()
+	after := heapAfterGC()
 	if grown := int64(after) - int64(before); grown > tunnels*64<<10 {
 		t.Fatalf("%d idle tunnels hold %d KiB more heap than before their transfers; want less than 64 KiB each", tunnels, grown>>10)
 	}
+}
+
+// heapAfterGC is the live heap once garbage is gone: collected twice,
+// since pooled buffers survive one collection.
+func heapAfterGC() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

@@ -82,6 +82,9 @@ type Report struct {
 	Peer      spiffe.Identity
 	Src       netip.AddrPort
 	Authority string
+	// Target is the authority parsed: this pod's address and the port
+	// asked for; invalid if the authority was not an address.
+	Target netip.AddrPort
 	// Workload is the destination workload, nil if unknown.
 	Workload *workloadapi.Workload
 	// Status is the CONNECT answer: 200, or the refusal.
@@ -116,6 +119,7 @@ func (h *Handler) Serve(ctx context.Context, s *hbone.Stream, peer spiffe.Identi
 		refuse(http.StatusBadRequest, "bad authority", err)
 		return
 	}
+	r.Target = target
 	// A pod's 15008 carries tunnels to that pod only; anything else would
 	// let a peer use ztunnel to reach other addresses.
 	if !slices.Contains(h.PodIPs, target.Addr().Unmap()) {

@@ -79,7 +79,7 @@ func (pd *pod) inboundLabels(r *inbound.Report) metrics.Labels {
 	l.Source.Namespace, l.Source.Principal = r.Peer.Namespace, r.Peer.String()
 	if r.Workload != nil {
 		describe(&l.Destination, r.Workload)
-		setService(&l, inboundService(store, r.Workload, authorityPort(r.Authority)))
+		setService(&l, inboundService(store, r.Workload, r.Target.Port()))
 	}
 	return l
 }

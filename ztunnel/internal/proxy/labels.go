@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net/netip"
 	"slices"
 
 	"github.com/ambient-mesh/mesh/pkg/workloadapi"
@@ -55,16 +54,6 @@ func inboundService(store *state.Store, w *workloadapi.Workload, port uint16) *w
 		}
 	}
 	return nil
-}
-
-// authorityPort is the port of an HBONE authority ("ip:port"), 0 if it
-// has none.
-func authorityPort(authority string) uint16 {
-	ap, err := netip.ParseAddrPort(authority)
-	if err != nil {
-		return 0
-	}
-	return ap.Port()
 }
 
 // peerLabels describe the pod as one end of its connections, before (or
