@@ -108,13 +108,13 @@ func (cc *ClientConn) Open(ctx context.Context, authority string, header map[str
 	if c.werr != nil {
 		err := c.werr
 		c.wmu.Unlock()
-		return nil, err
+		return nil, notSent(err)
 	}
 	c.mu.Lock()
 	var refuse error
 	switch {
 	case c.err != nil:
-		refuse = c.err
+		refuse = notSent(c.err)
 	case c.goingAway:
 		refuse = ErrConnClosed
 	case uint32(len(c.streams)) >= cc.streamLimitLocked():
@@ -133,7 +133,7 @@ func (cc *ClientConn) Open(ctx context.Context, authority string, header map[str
 	c.streams[id] = s
 	c.mu.Unlock()
 	if err := c.writeHeadersLocked(id, false, fields); err != nil {
-		err = c.failWriteLocked(err)
+		err = notSent(c.failWriteLocked(err))
 		c.wmu.Unlock()
 		return nil, err
 	}
@@ -155,6 +155,20 @@ func (cc *ClientConn) Open(ctx context.Context, authority string, header map[str
 		_ = s.Close()
 		return nil, ctx.Err()
 	}
+}
+
+// notSent marks the error of a stream that never reached a live
+// connection: it ended before, or as, the stream's HEADERS were written
+// (a peer that just went away, while our reader had not yet seen it go).
+// As ErrConnClosed, the pool opens the stream again on another
+// connection. No data had been sent on it, so a CONNECT the dying peer
+// might have seen costs it at most a connection to its app, closed at
+// once.
+func notSent(err error) error {
+	if errors.Is(err, ErrConnClosed) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrConnClosed, err)
 }
 
 // checkSoon asks the health check to check the connection now.

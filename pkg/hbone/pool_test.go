@@ -222,3 +222,67 @@ func refuseStreams(nc net.Conn, how string) {
 		}
 	}
 }
+
+// breakableConn fails every write once broken, while its reads go on: a
+// connection whose peer just went away, before our reader has seen it go.
+type breakableConn struct {
+	net.Conn
+	broken *atomic.Bool
+}
+
+func (b breakableConn) Write(p []byte) (int, error) {
+	if b.broken.Load() {
+		return 0, net.ErrClosed
+	}
+	return b.Conn.Write(p)
+}
+
+// TestPoolReopensStreamsOfAConnectionThatJustEnded: a stream whose
+// HEADERS could not be written never reached the peer, so the pool opens
+// it on another connection instead of failing the tunnel. (A ztunnel
+// upgrade on the peer's node ends connections this way.)
+func TestPoolReopensStreamsOfAConnectionThatJustEnded(t *testing.T) {
+	cli, srv := tlsPair(t)
+	addr := listen(t, srv, echo)
+	var broken atomic.Bool
+	var dials atomic.Int32
+	p := &Pool[poolKey]{
+		IdleTimeout: time.Hour,
+		Dial: func(ctx context.Context, _ poolKey) (net.Conn, error) {
+			d := tls.Dialer{Config: cli}
+			nc, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			if dials.Add(1) == 1 {
+				return breakableConn{nc, &broken}, nil
+			}
+			return nc, nil
+		},
+	}
+	t.Cleanup(p.Close)
+	key := poolKey{"a", "b"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := p.Open(ctx, key, "10.0.0.1:80", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := roundTrip(s, 1<<10); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	broken.Store(true)
+	s, err = p.Open(ctx, key, "10.0.0.1:80", nil)
+	if err != nil {
+		t.Fatalf("open while the pooled connection just ended: %v", err)
+	}
+	defer s.Close()
+	if err := roundTrip(s, 1<<10); err != nil {
+		t.Fatal(err)
+	}
+	if n := dials.Load(); n != 2 {
+		t.Fatalf("%d dials, want 2: the ended connection, then a new one", n)
+	}
+}
